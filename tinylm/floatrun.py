@@ -1,0 +1,81 @@
+"""A trained float model on disk (a "run directory") and how to run it on the host.
+
+Run directory contract, shared by every architecture:
+  run.json        {"arch": "tiny" | "embbert", "config": {...}, "task": str, "label_names": [...],
+                   "max_len": int, ...}  (anything else is informational)
+  tokenizer.json  the HF tokenizers file the model was trained with
+  params.msgpack  flax.serialization.to_bytes of the parameter pytree
+
+Each arch module provides `classifier_from_config(config: dict, num_labels: int) -> flax Module`
+whose `__call__(ids [B, T] int32, deterministic=True)` returns logits [B, C], treating id 0
+([PAD]) as padding. This module imports JAX lazily: codegen and the harness never need it.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .tokenizer import load_tokenizer
+
+ARCHS = {"tiny": "tinylm.tiny", "embbert": "tinylm.embbert"}
+
+
+class RunError(ValueError):
+    pass
+
+
+def is_run_dir(path) -> bool:
+    return (Path(path) / "run.json").is_file()
+
+
+class FloatRun:
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            self.meta = json.loads((self.path / "run.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunError(f"{self.path}: not a run directory ({e})") from None
+        arch = self.meta.get("arch")
+        if arch not in ARCHS:
+            raise RunError(f"{self.path}/run.json: unknown arch {arch!r}; known: {', '.join(ARCHS)}")
+        self.arch = arch
+        self.config = self.meta["config"]
+        self.task = self.meta.get("task")
+        self.label_names = self.meta.get("label_names", [])
+        self.max_len = int(self.meta["max_len"])
+        self.tokenizer = load_tokenizer(self.path / "tokenizer.json")
+        self._module = None
+        self._params = None
+
+    def _load(self):
+        import jax
+        from flax import serialization
+        mod = importlib.import_module(ARCHS[self.arch])
+        self.module = mod.classifier_from_config(self.config, max(1, len(self.label_names)))
+        template = self.module.init(jax.random.PRNGKey(0), np.zeros((1, self.max_len), np.int32))["params"]
+        try:
+            self._params = serialization.from_bytes(template, (self.path / "params.msgpack").read_bytes())
+        except Exception as e:  # msgpack/shape mismatch: a checkpoint of another config
+            raise RunError(f"{self.path}/params.msgpack does not match the config in run.json: {e}") from None
+        self._apply = jax.jit(lambda p, x: self.module.apply({"params": p}, x, deterministic=True))
+
+    @property
+    def params(self):
+        if self._params is None:
+            self._load()
+        return self._params
+
+    def predict(self, batch_ids: list[list[int]], batch_size: int = 64) -> np.ndarray:
+        """Float logits [N, C] for token-id lists (each <= max_len), padded with [PAD]."""
+        self.params
+        out = []
+        for i in range(0, len(batch_ids), batch_size):
+            chunk = batch_ids[i:i + batch_size]
+            x = np.zeros((batch_size, self.max_len), np.int32)   # fixed shape: one jit compile
+            for j, ids in enumerate(chunk):
+                x[j, :len(ids)] = ids
+            out.append(np.asarray(self._apply(self._params, x))[:len(chunk)])
+        return np.concatenate(out) if out else np.zeros((0, len(self.label_names)))
