@@ -119,10 +119,15 @@ def softmax_int(x: np.ndarray, multiplier: int, shift: int, exp_lut: np.ndarray)
     quantizer folds the score scale, 1/sqrt(d) and 2**f into them). Per row:
 
         mx     = max_j x[j]
-        z[j]   = ((mx - x[j]) * multiplier + 2**(shift-1)) >> shift     in int64, z >= 0
+        z[j]   = ((mx - x[j]) * multiplier + 2**(shift-1)) >> shift     in uint64
         e[j]   = exp_lut[min(z[j], K-1)]                                  uint16
         sum    = sum_j e[j]                                               uint32
         y[j]   = (e[j] * 127 + (sum >> 1)) // sum                         int8 in [0, 127]
+
+    with 0 <= multiplier < 2**31, 1 <= shift <= 62, K >= 1, cols >= 1. z is
+    computed in uint64, not int64: mx - x[j] is in [0, 2**32), so the product
+    is < 2**63 but adding 2**(shift-1) (up to 2**61) can pass 2**63 - 1; in
+    uint64 it stays < 2**64 and exact.
 
     The output scale is 1/127. sum > 0 because exp_lut[0] > 0 is required (the
     row maximum always maps to index 0). sum <= cols * 65535 < 2**32 for cols <
@@ -131,8 +136,10 @@ def softmax_int(x: np.ndarray, multiplier: int, shift: int, exp_lut: np.ndarray)
     x = np.asarray(x, np.int64)
     exp_lut = np.asarray(exp_lut, np.uint16)
     mx = x.max(axis=-1, keepdims=True)
-    z = _round_shift((mx - x) * np.int64(multiplier), shift)
-    e = exp_lut[np.minimum(z, exp_lut.shape[0] - 1)].astype(np.int64)
+    diff = (mx - x).astype(np.uint64)  # in [0, 2**32)
+    sh = np.uint64(shift)
+    z = (diff * np.uint64(multiplier) + (np.uint64(1) << (sh - np.uint64(1)))) >> sh
+    e = exp_lut[np.minimum(z, np.uint64(exp_lut.shape[0] - 1))].astype(np.int64)
     total = e.sum(axis=-1, keepdims=True)
     return ((e * 127 + (total >> 1)) // total).astype(np.int8)
 
