@@ -1,0 +1,36 @@
+/* rmsnorm_s8 -- twin of tinylm.ops.rmsnorm_int (ai.tinylm.RMSNormInt), per row of d = cols:
+ *   ss  = sum x**2                 uint32 (<= d * 16384 <= 2**26 for d <= 4096)
+ *   ms  = (ss << 16) / d           uint64: mean square in Q16 (ss << 16 needs > 32 bits)
+ *   r   = max(isqrt(ms), 1)        rms in Q8
+ *   inv = 2**22 / r                2**14 / rms
+ *   y   = requantize(x * gain * inv, mult, shift)
+ * Needs 1 <= d <= 4096. |x * gain * inv| <= 2**27 (worst case: one +-1 in a row),
+ * so the product is exact even in int32; it is formed in int64 for requantize anyway. */
+#include "tinylm_kernels.h"
+#include "tinylm_fixedpoint.h"
+
+void rmsnorm_s8(const int8_t *x, const int8_t *gain, int8_t *out, int32_t rows, int32_t cols, int32_t mult, int32_t shift)
+{
+    int32_t i, j;
+    for (i = 0; i < rows; ++i) {
+        const int8_t *xr = x + i * cols;
+        int8_t *yr = out + i * cols;
+        uint32_t ss = 0;
+        uint64_t ms, r;
+        int32_t inv;
+        for (j = 0; j < cols; ++j) {
+            int32_t v = xr[j];
+            ss += (uint32_t)(v * v);
+        }
+        ms = ((uint64_t)ss << 16) / (uint64_t)cols;
+        r = tinylm_isqrt_u64(ms);
+        if (r < 1) {
+            r = 1; /* a row of zeros: any inv gives zeros */
+        }
+        inv = (int32_t)(((uint64_t)1 << 22) / r); /* <= 2**22 */
+        for (j = 0; j < cols; ++j) {
+            int32_t xg = (int32_t)xr[j] * (int32_t)gain[j]; /* |xg| <= 2**14 */
+            yr[j] = tinylm_requantize_s8((int64_t)xg * inv, mult, shift);
+        }
+    }
+}
