@@ -1,0 +1,269 @@
+"""EmbBERT in Flax, as /work/shared/docs/embbert.md (../shared/docs/embbert.md) describes it.
+
+    x0[t] = E_tok[id_t] W_te + E_pos[t] W_pe + E_seg[s_t]           (Nano Embedder)
+    per layer (pre-norm, no identity residual):
+      h  = RMSNorm(x)
+      O1 = softmax(mask((h Wq + bq) h^T / sqrt(d))) h Wo + bo     (Efficient Attention: K = V = h)
+      O2 = SiLU(causal depthwise conv_k(h)) Wc + bc
+      x' = exp(<lq1, lk1>) O1 - exp(<lq2, lk2>) O2
+    no final norm; classifier Linear(d, C) on position 0.
+
+Configs are plain dicts (data): CONFIGS[name]. `type` selects the architecture: "embbert", or
+"bert" for the paper's 2 MB BERT baseline (post-norm BERT with GELU FFN).
+Padding is id 0; segments are derived from the ids: 1 up to and including the first [SEP],
+2 after it, 0 for padding.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from .tokenizer import PAD, SEP
+
+CONFIGS: dict[str, dict] = {
+    # the authors' default: 357,248 backbone parameters
+    "embbert": dict(type="embbert", vocab_size=8192, max_len=256, d=128, r=16, layers=4,
+                    kernel=32, dropout=0.1, residual=False),
+    # smaller variants (our choice of sizes, see docs/embbert.md)
+    "embbert-tiny": dict(type="embbert", vocab_size=8192, max_len=256, d=96, r=16, layers=3,
+                         kernel=32, dropout=0.1, residual=False),
+    "embbert-nano": dict(type="embbert", vocab_size=8192, max_len=256, d=64, r=8, layers=2,
+                         kernel=16, dropout=0.1, residual=False),
+    # the paper's 2 MB baseline: vocab 2048, d 80, 2 layers, 2 heads, ffn x2
+    "bert": dict(type="bert", vocab_size=2048, max_len=256, d=80, layers=2, heads=2, ffn=2,
+                 dropout=0.1),
+}
+
+
+def get_config(name_or_config) -> dict:
+    if isinstance(name_or_config, dict):
+        return dict(name_or_config)
+    try:
+        return copy.deepcopy(CONFIGS[name_or_config])
+    except KeyError:
+        raise KeyError(f"unknown model config {name_or_config!r}; known: {', '.join(CONFIGS)}") from None
+
+
+def segments_from_ids(ids: jnp.ndarray) -> jnp.ndarray:
+    """[B, T] ids -> segment ids: 0 padding, 1 up to and including the first [SEP], 2 after."""
+    is_sep = (ids == SEP).astype(jnp.int32)
+    seps_before = jnp.cumsum(is_sep, axis=-1) - is_sep
+    seg = jnp.where(seps_before > 0, 2, 1)
+    return jnp.where(ids == PAD, 0, seg)
+
+
+class RMSNorm(nn.Module):
+    eps: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x):
+        g = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps) * g
+
+
+class NanoEmbedder(nn.Module):
+    vocab_size: int
+    max_len: int
+    d: int
+    r: int
+
+    @nn.compact
+    def __call__(self, ids):
+        T = ids.shape[1]
+        if T > self.max_len:
+            raise ValueError(f"sequence length {T} exceeds the model's max_len {self.max_len}")
+        e_tok = nn.Embed(self.vocab_size, self.r, embedding_init=nn.initializers.normal(1.0),
+                         name="tok")(ids)
+        e_tok = jnp.where((ids == PAD)[..., None], 0.0, e_tok)          # row 0 = padding
+        pos = self.param("pos", nn.initializers.normal(1.0), (self.max_len, self.r))[:T]
+        x = nn.Dense(self.d, use_bias=False, name="w_te")(e_tok)
+        x = x + nn.Dense(self.d, use_bias=False, name="w_pe")(pos)[None]
+        x = x + nn.Embed(3, self.d, embedding_init=nn.initializers.normal(0.02),
+                         name="seg")(segments_from_ids(ids))
+        return x
+
+
+class EmbBERTLayer(nn.Module):
+    d: int
+    kernel: int
+    dropout: float = 0.0
+    residual: bool = False
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic=True):
+        # mask: [B, T] bool, True for real tokens
+        d = self.d
+        h = RMSNorm(name="norm")(x)
+        lam_init = nn.initializers.normal(0.1)
+        lq1, lk1, lq2, lk2 = (self.param(n, lam_init, (d,)) for n in ("lambda_q1", "lambda_k1",
+                                                                     "lambda_q2", "lambda_k2"))
+        lam1, lam2 = jnp.exp(jnp.dot(lq1, lk1)), jnp.exp(jnp.dot(lq2, lk2))
+        # Efficient Attention: keys = values = h, projections only for the query and the output
+        q = nn.Dense(d, name="wq")(h)
+        s = jnp.einsum("btd,bsd->bts", q, h) / math.sqrt(d)
+        s = jnp.where(mask[:, None, :], s, -1e30)
+        a = jax.nn.softmax(s, axis=-1)
+        a = jnp.where(mask[:, :, None], a, 0.0)                        # padded query rows give 0
+        o1 = nn.Dense(d, name="wo")(jnp.einsum("bts,bsd->btd", a, h))
+        # causal depthwise convolution over time: C[t] uses h[t-k+1 .. t]
+        c = nn.Conv(d, (self.kernel,), padding=[(self.kernel - 1, 0)], feature_group_count=d,
+                    name="conv")(h)
+        o2 = nn.Dense(d, name="wc")(nn.silu(c))
+        out = lam1 * o1 - lam2 * o2
+        if self.residual:
+            out = out + x
+        return nn.Dropout(self.dropout)(out, deterministic=deterministic)
+
+
+class EmbBERT(nn.Module):
+    """Backbone: ids [B, T] -> hidden states [B, T, d]."""
+    config: dict
+
+    @nn.compact
+    def __call__(self, ids, deterministic=True):
+        c = self.config
+        ids = ids.astype(jnp.int32)
+        mask = ids != PAD
+        x = NanoEmbedder(c["vocab_size"], c["max_len"], c["d"], c["r"], name="embedder")(ids)
+        for i in range(c["layers"]):
+            x = EmbBERTLayer(c["d"], c["kernel"], c.get("dropout", 0.0), c.get("residual", False),
+                             name=f"layer_{i}")(x, mask, deterministic)
+        return x
+
+
+class BertLayer(nn.Module):
+    d: int
+    heads: int
+    ffn: int
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic=True):
+        att = nn.MultiHeadDotProductAttention(num_heads=self.heads, dropout_rate=self.dropout,
+                                              deterministic=deterministic, name="attn")(
+            x, x, mask=nn.make_attention_mask(mask, mask))
+        x = nn.LayerNorm(name="ln1")(x + nn.Dropout(self.dropout)(att, deterministic=deterministic))
+        f = nn.Dense(self.d * self.ffn, name="ff1")(x)
+        f = nn.Dense(self.d, name="ff2")(nn.gelu(f))
+        return nn.LayerNorm(name="ln2")(x + nn.Dropout(self.dropout)(f, deterministic=deterministic))
+
+
+class Bert(nn.Module):
+    """The paper's BERT baseline (post-norm, learned absolute positions, segments)."""
+    config: dict
+
+    @nn.compact
+    def __call__(self, ids, deterministic=True):
+        c = self.config
+        ids = ids.astype(jnp.int32)
+        T = ids.shape[1]
+        mask = ids != PAD
+        init = nn.initializers.normal(0.02)
+        x = nn.Embed(c["vocab_size"], c["d"], embedding_init=init, name="tok")(ids)
+        x = x + self.param("pos", init, (c["max_len"], c["d"]))[:T][None]
+        x = x + nn.Embed(3, c["d"], embedding_init=init, name="seg")(segments_from_ids(ids))
+        x = nn.LayerNorm(name="ln_emb")(x)
+        x = nn.Dropout(c.get("dropout", 0.0))(x, deterministic=deterministic)
+        for i in range(c["layers"]):
+            x = BertLayer(c["d"], c["heads"], c["ffn"], c.get("dropout", 0.0), name=f"layer_{i}")(
+                x, mask, deterministic)
+        return x
+
+
+def backbone_from_config(config: dict) -> nn.Module:
+    kind = config.get("type", "embbert")
+    if kind == "embbert":
+        return EmbBERT(config, name="backbone")
+    if kind == "bert":
+        return Bert(config, name="backbone")
+    raise ValueError(f"unknown model type {kind!r}; known: embbert, bert")
+
+
+class Classifier(nn.Module):
+    """Backbone + Linear(d, C) on position 0 (no pooler, no tanh)."""
+    config: dict
+    num_labels: int
+
+    @nn.compact
+    def __call__(self, ids, deterministic=True):
+        h = backbone_from_config(self.config)(ids, deterministic)
+        return nn.Dense(self.num_labels, name="head")(h[:, 0])
+
+
+class PretrainModel(nn.Module):
+    """Backbone + untied MLM head Linear(d, V) (+ NSP head Linear(d, 2) on position 0).
+
+    `mlm_positions` [B, P] picks the positions whose vocabulary logits are computed (the
+    masked ones), so the d x V head is evaluated on ~15% of the tokens only."""
+    config: dict
+
+    @nn.compact
+    def __call__(self, ids, mlm_positions, deterministic=True):
+        h = backbone_from_config(self.config)(ids, deterministic)
+        hm = jnp.take_along_axis(h, mlm_positions[..., None], axis=1)
+        mlm = nn.Dense(self.config["vocab_size"], name="mlm")(hm)
+        nsp = nn.Dense(2, name="nsp")(h[:, 0])
+        return mlm, nsp
+
+
+def classifier_from_config(config: dict, num_labels: int) -> nn.Module:
+    """The floatrun contract: a Module whose __call__(ids [B, T] int32, deterministic=True)
+    returns logits [B, C]."""
+    return Classifier(dict(config), int(num_labels))
+
+
+def count_params(tree) -> int:
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))
+
+
+def init_backbone_params(config: dict, seed: int = 0, T: int = 8):
+    import numpy as np
+    return backbone_from_config(config).init(jax.random.PRNGKey(seed), np.zeros((1, T), np.int32))["params"]
+
+
+def backbone_param_shapes(config: dict):
+    """Parameter shapes (jax.ShapeDtypeStruct) without computing anything."""
+    import numpy as np
+    m = backbone_from_config(config)
+    return jax.eval_shape(lambda: m.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32)))["params"]
+
+
+class CheckpointMismatch(ValueError):
+    pass
+
+
+def check_same_shapes(template, tree, where: str) -> None:
+    """Raises CheckpointMismatch naming the first differing parameter (a checkpoint of another
+    config). flax.serialization.from_bytes alone does not compare shapes."""
+    from flax.traverse_util import flatten_dict
+    a = flatten_dict(jax.tree_util.tree_map(lambda x: tuple(x.shape), template, is_leaf=_is_arr),
+                     sep="/", is_leaf=lambda k, v: isinstance(v, tuple))
+    b = flatten_dict(jax.tree_util.tree_map(lambda x: tuple(x.shape), tree, is_leaf=_is_arr),
+                     sep="/", is_leaf=lambda k, v: isinstance(v, tuple))
+    if set(a) != set(b):
+        diff = sorted(set(a) ^ set(b))[:3]
+        raise CheckpointMismatch(f"{where}: parameters differ from the config's ({', '.join(diff)} ...): "
+                                 "a checkpoint of another config?")
+    for k in a:
+        if a[k] != b[k]:
+            raise CheckpointMismatch(f"{where}: parameter {k} has shape {b[k]}, the config expects "
+                                     f"{a[k]}: a checkpoint of another config?")
+
+
+def _is_arr(x):
+    return hasattr(x, "shape")
+
+
+def load_params(template, data: bytes, where: str):
+    """flax msgpack bytes -> pytree shaped like `template`, with a clear error on mismatch."""
+    from flax import serialization
+    try:
+        raw = serialization.msgpack_restore(data)
+    except Exception as e:
+        raise CheckpointMismatch(f"{where}: not a msgpack checkpoint ({e})") from None
+    check_same_shapes(template, raw, where)
+    return serialization.from_state_dict(template, raw)
