@@ -1,0 +1,111 @@
+/* QEMU mps2-an386 port: CMSDK UART0 (polled) for serial, MPS2 FPGAIO 25 MHz counter for time
+ * and cost. Under -icount shift=0 one instruction is 1 ns of virtual time, so one counter tick
+ * is exactly 40 instructions. */
+#include "board.h"
+
+#define UART0_BASE 0x40004000u
+#define UART_DATA (*(volatile uint32_t *)(UART0_BASE + 0x00))
+#define UART_STATE (*(volatile uint32_t *)(UART0_BASE + 0x04))  /* bit0 TX full, bit1 RX full */
+#define UART_CTRL (*(volatile uint32_t *)(UART0_BASE + 0x08))   /* bit0 TX enable, bit1 RX enable */
+#define UART_BAUDDIV (*(volatile uint32_t *)(UART0_BASE + 0x10))
+
+#define FPGAIO_COUNTER_ADDR 0x40028018u
+#define FPGAIO_COUNTER (*(volatile uint32_t *)FPGAIO_COUNTER_ADDR)
+#define COUNTER_HZ 25000000u
+#define INSTR_PER_TICK 40u
+
+#ifndef TINYLM_BOARD_NAME
+#define TINYLM_BOARD_NAME "qemu-m4"
+#endif
+
+static uint64_t cost_overhead;   /* ticks of an empty begin/end pair */
+
+void board_init(void)
+{
+    UART_BAUDDIV = COUNTER_HZ / 115200u;  /* QEMU ignores the rate but checks it is >= 16 */
+    UART_CTRL = 0x3u;
+    /* Calibrate: the cost of an empty begin/end pair is subtracted from every measurement. */
+    board_cost_begin();
+    cost_overhead = 0;
+    cost_overhead = board_cost_end() / INSTR_PER_TICK;
+}
+
+void board_putc(char c)
+{
+    while (UART_STATE & 1u) {}
+    UART_DATA = (uint8_t)c;
+}
+
+void board_write(const char *s)
+{
+    while (*s) board_putc(*s++);
+}
+
+int board_getc(void)
+{
+    while (!(UART_STATE & 2u)) {}
+    return (int)(UART_DATA & 0xFFu);
+}
+
+/* The 32-bit counter wraps every 172 s; extend it in software with each value read (reads
+ * happen far more often than that). */
+static uint64_t extend(uint32_t raw)
+{
+    static uint32_t last;
+    static uint64_t ticks;
+    ticks += (uint32_t)(raw - last);
+    last = raw;
+    return ticks;
+}
+
+uint32_t board_time_us(void)
+{
+    return (uint32_t)(extend(FPGAIO_COUNTER) / (COUNTER_HZ / 1000000u));
+}
+
+/* Cost comes from SysTick on the processor clock (25 MHz, so also 40 instructions per tick),
+ * not from the FPGAIO counter: that counter's phase at the start of a measurement depends on
+ * how long the firmware spun waiting for serial input, so differences of it jitter by a tick.
+ * SysTick is restarted at cost_begin, so its tick grid starts at a fixed instruction and the
+ * count is exactly repeatable under -icount. Resolution: 40 instructions. The 24-bit counter
+ * wraps every 671 M instructions; the interrupt counts wraps. */
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)  /* bit0 enable, bit1 tickint, bit2 cpu clock */
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
+#define SCB_ICSR (*(volatile uint32_t *)0xE000ED04u)  /* bit26 SysTick pending, bit25 clear it */
+#define SYST_MAX 0xFFFFFFu
+
+static volatile uint32_t systick_wraps;
+
+void SysTick_Handler(void)
+{
+    systick_wraps++;
+}
+
+__attribute__((noinline)) void board_cost_begin(void)
+{
+    SYST_CSR = 0;
+    SYST_RVR = SYST_MAX;
+    SYST_CVR = 0;            /* any write clears the count */
+    systick_wraps = 0;
+    SYST_CSR = 0x7u;
+    /* The count reads 0 until the first tick reloads it; start from there, 40 instructions
+     * after the enable, so no special case is needed at the end. */
+    while (SYST_CVR == 0) {}
+}
+
+__attribute__((noinline)) uint64_t board_cost_end(void)
+{
+    uint32_t value = SYST_CVR;
+    SYST_CSR = 0;
+    if (SCB_ICSR & (1u << 26)) {   /* wrapped between the read and the stop: not yet counted */
+        SCB_ICSR = 1u << 25;
+        if (value > SYST_MAX / 2) systick_wraps++;
+    }
+    uint64_t ticks = ((uint64_t)systick_wraps << 24) + (SYST_MAX - value);
+    ticks = ticks > cost_overhead ? ticks - cost_overhead : 0;
+    return ticks * INSTR_PER_TICK;
+}
+
+const char *board_cost_unit(void) { return "instr"; }
+const char *board_name(void) { return TINYLM_BOARD_NAME; }

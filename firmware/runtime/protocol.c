@@ -1,0 +1,320 @@
+/* Command parsing and replies, exactly as docs/protocol.md says. Bounded buffers, no malloc,
+ * no printf: numbers are printed by the small helpers below. */
+#include "protocol.h"
+#include "board.h"
+#include "tinylm_model.h"
+
+/* ---- output helpers ---- */
+static void put_u64(uint64_t v)
+{
+    char buf[21];
+    int i = 20;
+    buf[i] = 0;
+    do {
+        buf[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    board_write(&buf[i]);
+}
+
+static void put_i32(int32_t v)
+{
+    if (v < 0) {
+        board_putc('-');
+        put_u64((uint64_t)(-(int64_t)v)); /* via int64 so INT32_MIN works */
+    } else {
+        put_u64((uint64_t)v);
+    }
+}
+
+static void put_hex8(uint8_t b)
+{
+    static const char digits[] = "0123456789abcdef";
+    board_putc(digits[b >> 4]);
+    board_putc(digits[b & 15]);
+}
+
+static void end_line(void) { board_write("\r\n"); }
+
+/* "m-<key>[value]\r\n" pieces, used by almost every reply */
+static void line_str(const char *key, const char *value)
+{
+    board_write(key);
+    board_write(value);
+    board_write("]\r\n");
+}
+
+static void line_int(const char *key, int32_t value)
+{
+    board_write(key);
+    put_i32(value);
+    board_write("]\r\n");
+}
+
+static void error_begin(const char *text) { board_write("e-["); board_write(text); }
+static void error_end(void) { board_write("]\r\n"); }
+static void error(const char *text) { error_begin(text); error_end(); }
+
+/* ---- parsing helpers ---- */
+static int streq(const char *a, const char *b)
+{
+    while (*a && *a == *b) { a++; b++; }
+    return *a == *b;
+}
+
+/* Splits off the first space-separated word: returns it NUL-terminated, *rest points after it. */
+static char *next_word(char **rest)
+{
+    char *w = *rest, *p = w;
+    while (*p && *p != ' ') p++;
+    if (*p) *p++ = 0;
+    *rest = p;
+    return w;
+}
+
+/* Unsigned decimal of 1..9 digits (so no overflow); -1 if not that. */
+static int32_t parse_u32(const char *s)
+{
+    int32_t v = 0, n = 0;
+    for (; *s; s++, n++) {
+        if (*s < '0' || *s > '9' || n == 9) return -1;
+        v = v * 10 + (*s - '0');
+    }
+    return n ? v : -1;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* ---- state ---- */
+enum { DB_EMPTY, DB_LOADING, DB_READY };
+static int db_state = DB_EMPTY;
+static uint32_t db_expected, db_len;
+static uint8_t db_buf[2 * TINYLM_INPUT_MAX];
+static int32_t ids[TINYLM_INPUT_MAX];
+static int32_t logits[TINYLM_LABELS_MAX];
+static int32_t logits_len;   /* 0 until the first inference */
+static uint64_t last_cost;
+
+static int32_t max_tokens(void)
+{
+    int32_t l = tinylm_model_info.max_tokens;
+    return l < TINYLM_INPUT_MAX ? l : TINYLM_INPUT_MAX;
+}
+
+/* ---- commands ---- */
+static void print_logits(const char *key)
+{
+    board_write(key);
+    for (int32_t i = 0; i < logits_len; i++) {
+        if (i) board_putc(',');
+        put_i32(logits[i]);
+    }
+    board_write("]\r\n");
+}
+
+static void cmd_db_load(char *arg)
+{
+    int32_t n = parse_u32(arg);
+    db_state = DB_EMPTY;   /* any db load starts over, even a bad one */
+    db_len = 0;
+    if (n < 2 || n > 2 * max_tokens() || (n & 1)) {
+        error_begin("db load: N must be even and in 2..");
+        put_i32(2 * max_tokens());
+        error_end();
+        return;
+    }
+    db_expected = (uint32_t)n;
+    db_state = DB_LOADING;
+    board_write("m-[Expecting ");
+    put_i32(n);
+    board_write(" bytes]\r\n");
+}
+
+static void cmd_db_print(void)
+{
+    board_write("m-buffer-[");
+    for (uint32_t i = 0; i < db_len; i++) put_hex8(db_buf[i]);
+    board_write("]\r\n");
+}
+
+static void cmd_db_hex(const char *hex)
+{
+    uint32_t digits = 0;
+    if (db_state != DB_LOADING) { error("db: no load in progress"); return; }
+    /* validate everything first, so a bad chunk never half-applies */
+    for (const char *p = hex; *p; p++, digits++)
+        if (hex_value(*p) < 0) break;
+    if (hex[digits] || digits == 0 || (digits & 1)) {
+        db_state = DB_EMPTY; db_len = 0;
+        error("db: bad hex");
+        return;
+    }
+    if (db_len + digits / 2 > db_expected) {
+        db_state = DB_EMPTY; db_len = 0;
+        error("db: more bytes than announced");
+        return;
+    }
+    for (uint32_t i = 0; i < digits; i += 2)
+        db_buf[db_len++] = (uint8_t)(hex_value(hex[i]) << 4 | hex_value(hex[i + 1]));
+    if (db_len == db_expected) {
+        db_state = DB_READY;
+        board_write("m-load-done\r\n");
+    }
+}
+
+/* "db load N", "db print", or "db HEX" (the whole rest is the hex, so spaces are bad hex) */
+static void cmd_db(char *rest)
+{
+    const char *p = rest;
+    if (p[0] == 'l' && p[1] == 'o' && p[2] == 'a' && p[3] == 'd' && (p[4] == ' ' || !p[4]))
+        cmd_db_load(rest + (p[4] ? 5 : 4));
+    else if (streq(rest, "print"))
+        cmd_db_print();
+    else
+        cmd_db_hex(rest);
+}
+
+/* One inference on the loaded ids; its cost is what tinylm-cost% reports. */
+static void run_once(int32_t n)
+{
+    board_cost_begin();
+    tinylm_model_run(ids, n, logits);
+    last_cost = board_cost_end();
+}
+
+static void line_num(const char *key, uint32_t value)   /* "m-key-N", no brackets */
+{
+    board_write(key);
+    put_u64(value);
+    end_line();
+}
+
+/* Checks the loaded input and converts it to int32 ids; prints the error and returns -1 if bad. */
+static int32_t prepare_ids(void)
+{
+    if (db_state != DB_READY) { error("infer: no input loaded"); return -1; }
+    if (tinylm_model_info.num_labels > TINYLM_LABELS_MAX) {
+        error("infer: model has more labels than TINYLM_LABELS_MAX");
+        return -1;
+    }
+    int32_t n = (int32_t)(db_len / 2);
+    for (int32_t i = 0; i < n; i++) {
+        int32_t id = db_buf[2 * i] | db_buf[2 * i + 1] << 8; /* little-endian uint16 */
+        if (id >= tinylm_model_info.vocab) {
+            error_begin("infer: token id ");
+            put_i32(id); board_write(" at "); put_i32(i);
+            board_write(" >= vocab "); put_i32(tinylm_model_info.vocab);
+            error_end();
+            return -1;
+        }
+        ids[i] = id;
+    }
+    return n;
+}
+
+static void cmd_infer(char *rest)
+{
+    int32_t n_runs = parse_u32(next_word(&rest));
+    int32_t warmup = parse_u32(next_word(&rest));
+    if (n_runs < 1 || warmup < 0 || *rest) { error("infer: usage infer N W"); return; }
+    int32_t n = prepare_ids();
+    if (n < 0) return;
+    line_num("m-warmup-start-", (uint32_t)warmup);
+    for (int32_t i = 0; i < warmup; i++) run_once(n);
+    board_write("m-warmup-done\r\n");
+    line_num("m-infer-start-", (uint32_t)n_runs);
+    uint32_t t0 = board_time_us();
+    for (int32_t i = 0; i < n_runs; i++) run_once(n);
+    uint32_t t1 = board_time_us();
+    logits_len = tinylm_model_info.num_labels;
+    line_num("m-lap-us-", t0);
+    line_num("m-lap-us-", t1);
+    board_write("m-infer-done\r\n");
+    print_logits("m-results-[");
+}
+
+static void cmd_info(void)
+{
+    line_str("m-tinylm-model-[", tinylm_model_info.name);
+    line_str("m-tinylm-hash-[", tinylm_model_info.hash);
+    line_int("m-tinylm-vocab-[", tinylm_model_info.vocab);
+    line_int("m-tinylm-maxlen-[", max_tokens());   /* what this build accepts */
+    line_int("m-tinylm-labels-[", tinylm_model_info.num_labels);
+    line_int("m-tinylm-arena-[", tinylm_model_info.arena_bytes);
+    line_str("m-tinylm-board-[", board_name());
+}
+
+static void cmd_cost(void)
+{
+    board_write("m-tinylm-");
+    board_write(board_cost_unit());
+    board_write("-[");
+    put_u64(last_cost);
+    board_write("]\r\n");
+}
+
+void protocol_handle(char *cmd)
+{
+    char *rest = cmd;
+    char *word = next_word(&rest);
+    int bare = !*rest;   /* commands without arguments must have none */
+    if (streq(word, "name") && bare) {
+        board_write("m-name-[tinylm-");
+        line_str("", tinylm_model_info.name);
+    } else if (streq(word, "profile") && bare) {
+        line_str("m-profile-[", "tinylm");
+        line_str("m-model-[", tinylm_model_info.name);
+        line_str("m-board-[", board_name());
+    } else if (streq(word, "db")) {
+        cmd_db(rest);
+    } else if (streq(word, "infer")) {
+        cmd_infer(rest);
+    } else if (streq(word, "results") && bare) {
+        print_logits("m-results-[");
+    } else if (streq(word, "tinylm-info") && bare) {
+        cmd_info();
+    } else if (streq(word, "tinylm-logits") && bare) {
+        print_logits("m-tinylm-logits-[");
+    } else if (streq(word, "tinylm-cost") && bare) {
+        cmd_cost();
+    } else {
+        error_begin("unknown command: ");
+        board_write(word);
+        error_end();
+    }
+    board_write("m-ready\r\n");
+}
+
+void protocol_boot(void)
+{
+    board_write("m-boot-[tinylm]\r\nm-ready\r\n");
+}
+
+/* Reads up to the next '%'. \r and \n are dropped wherever they appear (the EEMBC runner and
+ * terminals add them); a command that overflows the buffer is read to its '%' and refused. */
+void protocol_poll(void)
+{
+    static char cmd[TINYLM_CMD_MAX + 1];
+    uint32_t len = 0;
+    int too_long = 0;
+    for (;;) {
+        int c = board_getc();
+        if (c == '\r' || c == '\n') continue;
+        if (c == '%') break;
+        if (len < TINYLM_CMD_MAX) cmd[len++] = (char)c;
+        else too_long = 1;
+    }
+    cmd[len] = 0;
+    if (too_long) {
+        error("command too long: max 256 chars");
+        board_write("m-ready\r\n");
+        return;
+    }
+    protocol_handle(cmd);
+}

@@ -1,0 +1,186 @@
+"""The firmware runtime + qemu-mps2 port + stub model, over a real serial socket in QEMU."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from codegen import toolchain
+from tinylm.device import Device, DeviceError
+
+STUB = Path(__file__).parent / "fixtures" / "stub_model.c"
+VOCAB, MAXLEN, LABELS = 1000, 64, 3
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
+                       reason="arm-none-eabi-gcc not installed (" + toolchain.APT_HINT + ")"),
+    pytest.mark.skipif(shutil.which("qemu-system-arm") is None,
+                       reason="qemu-system-arm not installed (" + toolchain.APT_HINT + ")"),
+]
+
+
+def stub_logits(ids):
+    """tests/fixtures/stub_model.c in Python (C's % on a non-negative sum)."""
+    return [sum(t * (i + 1) * (j + 1) for i, t in enumerate(ids)) % 100003 - 50000
+            for j in range(LABELS)]
+
+
+@pytest.fixture(scope="session")
+def board():
+    return toolchain.load_board("qemu-m4")
+
+
+@pytest.fixture(scope="session")
+def elf(board, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fw")
+    return toolchain.compile_firmware(toolchain.firmware_sources(board, [STUB]),
+                                      toolchain.firmware_include_dirs(board), board, out)
+
+
+@pytest.fixture(scope="session")
+def qemu(board, elf):
+    from tinylm.qemu import QemuBoard
+    with QemuBoard(board, elf) as q:
+        yield q
+
+
+@pytest.fixture(scope="session")
+def dev(qemu):
+    with Device(qemu.url, timeout=10) as d:
+        yield d
+
+
+def test_boot_banner(qemu):
+    assert qemu.boot_banner.replace("\r\n", "\n").split("\n")[:2] == ["m-boot-[tinylm]", "m-ready"]
+
+
+def test_name_profile_info(dev):
+    assert dev.command("name") == ["m-name-[tinylm-stub]"]
+    assert dev.command("profile") == ["m-profile-[tinylm]", "m-model-[stub]", "m-board-[qemu-m4]"]
+    assert dev.info() == {"model": "stub", "hash": "0123456789abcdef", "vocab": VOCAB,
+                          "maxlen": MAXLEN, "labels": LABELS, "arena": 4096, "board": "qemu-m4"}
+
+
+def test_framing_ignores_cr_lf(dev):
+    dev.port.write(b"\r\n\r\n")
+    assert dev.command("name%") == ["m-name-[tinylm-stub]"]
+    dev.port.write(b"\r\n")
+    assert dev.command("na\r\nme") == ["m-name-[tinylm-stub]"]
+
+
+@pytest.mark.parametrize("ids", [[1], [1, 2, 3], [101, 999, 0, 7, 500] * 5, list(range(936, 1000)), [999] * 64])
+def test_infer_logits(dev, ids):
+    assert dev.infer(ids) == stub_logits(ids)
+    assert dev.logits() == stub_logits(ids)
+    assert dev.command("results") == ["m-results-[%s]" % ",".join(map(str, stub_logits(ids)))]
+
+
+def test_infer_reply_shape_and_db_print(dev):
+    dev.load([0x0123, 7])                            # little-endian uint16 each
+    assert dev.command("db print") == ["m-buffer-[23010700]"]
+    lines = dev.command("infer 3 2")
+    assert lines[:3] == ["m-warmup-start-2", "m-warmup-done", "m-infer-start-3"]
+    assert lines[3].startswith("m-lap-us-") and lines[4].startswith("m-lap-us-")
+    t0, t1 = (int(line[len("m-lap-us-"):]) for line in lines[3:5])
+    assert t1 >= t0
+    expected = ",".join(map(str, stub_logits([0x0123, 7])))
+    assert lines[5:] == ["m-infer-done", f"m-results-[{expected}]"]
+
+
+def test_cost_positive_and_repeatable(dev):
+    ids = [5, 17, 999, 3, 250, 42]
+    costs = []
+    for _ in range(3):
+        dev.infer(ids)
+        costs.append(dev.cost())
+        time.sleep(0.01)   # vary host timing; the count must not change
+    assert costs[0]["instructions"] > 0 and costs == [costs[0]] * 3
+    dev.infer(ids * 10)
+    assert dev.cost()["instructions"] > costs[0]["instructions"]
+
+
+def test_elf_within_budget(board, elf):
+    mem = toolchain.elf_memory(elf)
+    assert mem["text"] > 0 and mem["stack"] == board["stack_bytes"]
+    assert mem["bss"] >= 4096                       # the stub's arena
+    assert mem["flash_bytes"] == mem["text"] + mem["data"]
+    assert mem["ram_bytes"] == mem["data"] + mem["bss"] + mem["stack"]
+    assert toolchain.check_budget(mem, board) == []
+
+
+# ---- every row of the error table in docs/protocol.md, each followed by a working command ----
+
+def expect_error(dev, command, reason):
+    with pytest.raises(DeviceError) as e:
+        dev.command(command)
+    assert e.value.reason == reason
+    assert dev.command("name") == ["m-name-[tinylm-stub]"]   # still serving
+
+
+def test_error_unknown_command(dev):
+    expect_error(dev, "bogus arg", "unknown command: bogus")
+    expect_error(dev, "name extra", "unknown command: name")
+
+
+def test_error_command_too_long(dev):
+    expect_error(dev, "x" * 257, "command too long: max 256 chars")
+    expect_error(dev, "db " + "0" * 1000, "command too long: max 256 chars")
+    expect_error(dev, "y" * 256, "unknown command: " + "y" * 256)   # exactly 256 fits
+
+
+@pytest.mark.parametrize("n", ["0", "3", str(2 * MAXLEN + 2), "", "x", "-2", "1" * 12])
+def test_error_db_load_range(dev, n):
+    expect_error(dev, f"db load {n}".rstrip(), f"db load: N must be even and in 2..{2 * MAXLEN}")
+    assert dev.command(f"db load {2 * MAXLEN}") == [f"m-[Expecting {2 * MAXLEN} bytes]"]
+
+
+@pytest.mark.parametrize("chunk", ["123", "zz", "0g", "01 02", "0x01"])
+def test_error_db_bad_hex_discards_input(dev, chunk):
+    assert dev.command("db load 4") == ["m-[Expecting 4 bytes]"]
+    assert dev.command("db 0100") == []
+    expect_error(dev, f"db {chunk}", "db: bad hex")
+    expect_error(dev, "db 0200", "db: no load in progress")        # input was discarded
+    expect_error(dev, "infer 1 0", "infer: no input loaded")
+    assert dev.infer([1, 2]) == stub_logits([1, 2])
+
+
+def test_error_db_more_bytes_than_announced(dev):
+    assert dev.command("db load 4") == ["m-[Expecting 4 bytes]"]
+    assert dev.command("db 01") == []
+    expect_error(dev, "db 02030405", "db: more bytes than announced")
+    expect_error(dev, "infer 1 0", "infer: no input loaded")
+    assert dev.infer([3]) == stub_logits([3])
+
+
+def test_error_db_hex_before_load(dev):
+    dev.infer([4])                     # a complete input: further hex is still "no load"
+    expect_error(dev, "db 0100", "db: no load in progress")
+    assert dev.command("db print") == ["m-buffer-[0400]"]
+
+
+def test_error_infer_without_input(dev):
+    assert dev.command("db load 4") == ["m-[Expecting 4 bytes]"]
+    assert dev.command("db 0100") == []          # incomplete
+    expect_error(dev, "infer 1 0", "infer: no input loaded")
+    assert dev.command("db 0200") == ["m-load-done"]
+    assert dev.command("infer 1 0")[-1] == "m-results-[%s]" % ",".join(map(str, stub_logits([1, 2])))
+
+
+def test_error_token_id_out_of_vocab(dev):
+    dev.infer([7, 8])
+    before = dev.logits()
+    dev.load([5, 999, VOCAB, 65535])
+    expect_error(dev, "infer 1 0", f"infer: token id {VOCAB} at 2 >= vocab {VOCAB}")
+    assert dev.logits() == before                 # no inference ran
+    dev.load([65535])
+    expect_error(dev, "infer 1 0", f"infer: token id 65535 at 0 >= vocab {VOCAB}")
+    assert dev.infer([VOCAB - 1]) == stub_logits([VOCAB - 1])
+
+
+@pytest.mark.parametrize("args", ["", "1", "x 0", "1 y", "0 0", "1 0 1", "-1 0"])
+def test_error_infer_usage(dev, args):
+    dev.load([9])
+    expect_error(dev, f"infer {args}".rstrip(), "infer: usage infer N W")
+    assert dev.command("infer 1 0")[-1] == "m-results-[%s]" % ",".join(map(str, stub_logits([9])))
