@@ -136,7 +136,7 @@ def test_error_db_load_range(dev, n):
     assert dev.command(f"db load {2 * MAXLEN}") == [f"m-[Expecting {2 * MAXLEN} bytes]"]
 
 
-@pytest.mark.parametrize("chunk", ["123", "zz", "0g", "01 02", "0x01"])
+@pytest.mark.parametrize("chunk", ["123", "zz", "0g", "01 02", "0x01", ""])
 def test_error_db_bad_hex_discards_input(dev, chunk):
     assert dev.command("db load 4") == ["m-[Expecting 4 bytes]"]
     assert dev.command("db 0100") == []
@@ -184,3 +184,18 @@ def test_error_infer_usage(dev, args):
     dev.load([9])
     expect_error(dev, f"infer {args}".rstrip(), "infer: usage infer N W")
     assert dev.command("infer 1 0")[-1] == "m-results-[%s]" % ",".join(map(str, stub_logits([9])))
+
+
+def test_fresh_device_and_labels_limit(board, tmp_path):
+    """A build whose runtime holds fewer logits than the model has refuses to infer; a fresh
+    device has empty results and zero cost."""
+    from tinylm.qemu import QemuBoard
+    elf = toolchain.compile_firmware(toolchain.firmware_sources(board, [STUB]),
+                                     toolchain.firmware_include_dirs(board), board, tmp_path,
+                                     defines={"TINYLM_LABELS_MAX": 2})
+    with QemuBoard(board, elf) as q, Device(q.url) as d:
+        assert d.command("results") == ["m-results-[]"]
+        assert d.command("tinylm-logits") == ["m-tinylm-logits-[]"]
+        assert d.cost() == {"instructions": 0}
+        d.load([1])
+        expect_error(d, "infer 1 0", "infer: model has more labels than TINYLM_LABELS_MAX")
