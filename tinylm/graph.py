@@ -1,0 +1,172 @@
+"""The quantized graph as an ONNX file: how it is written, read and checked.
+
+Standard ONNX ops are used where ONNX defines the exact integer result (Gather, MatMulInteger,
+Add on int32, Transpose); the rest live in the custom domain `ai.tinylm` (see tinylm/ops.py for
+the integer semantics of each, and docs/graph.md for the format).
+
+Metadata (model.metadata_props): tinylm.format_version, tinylm.name, tinylm.task,
+tinylm.label_names (JSON), tinylm.max_len, tinylm.tokenizer (the tokenizer JSON),
+tinylm.logit_scale (float: real logit = int logit * scale), tinylm.arch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FORMAT_VERSION = 1
+DOMAIN = "ai.tinylm"
+OPSET = 17
+INPUT = "input_ids"
+OUTPUT = "logits"
+
+# op type -> (domain, number of inputs, required attributes)
+OPS = {
+    "Gather": ("", 2, ()),
+    "MatMulInteger": ("", 2, ()),
+    "Add": ("", 2, ()),
+    "Transpose": ("", 1, ()),
+    "Requantize": (DOMAIN, 3, ()),
+    "AddInt8": (DOMAIN, 2, ("ma", "mb", "shift")),
+    "PositionIds": (DOMAIN, 1, ()),
+    "Lut": (DOMAIN, 2, ()),
+    "SoftmaxInt": (DOMAIN, 2, ("multiplier", "shift")),
+    "RMSNormInt": (DOMAIN, 2, ("multiplier", "shift")),
+}
+
+
+class GraphError(ValueError):
+    """A model file that cannot be used; the message is one line and names the node."""
+
+
+@dataclass
+class Node:
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    name: str
+    attrs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Graph:
+    """What the reference and codegen work on: nodes in execution order, constant tensors,
+    and the metadata."""
+    nodes: list[Node]
+    weights: dict[str, np.ndarray]
+    meta: dict
+    sha256: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", "model")
+
+    @property
+    def max_len(self) -> int:
+        return int(self.meta["max_len"])
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.meta.get("label_names", []))
+
+    @property
+    def vocab(self) -> int:
+        return int(self.meta["vocab"])
+
+
+class GraphBuilder:
+    """Collects nodes and initializers while a quantizer lowers a float model."""
+
+    def __init__(self):
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._names: set[str] = set()
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        assert name not in self._names, name
+        self._names.add(name)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(self, op: str, inputs: list[str], name: str, **attrs) -> str:
+        domain = OPS[op][0]
+        out = name
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, domain=domain, **attrs))
+        return out
+
+    def to_model(self, num_labels: int, meta: dict) -> onnx.ModelProto:
+        inp = helper.make_tensor_value_info(INPUT, TensorProto.INT32, ["n"])
+        out = helper.make_tensor_value_info(OUTPUT, TensorProto.INT32, [1, num_labels])
+        g = helper.make_graph(self.nodes, "tinylm", [inp], [out], initializer=self.inits)
+        model = helper.make_model(g, producer_name="tinylm", opset_imports=[
+            helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, 1)])
+        model.ir_version = 8
+        full = {"format_version": FORMAT_VERSION, **meta}
+        for k, v in full.items():
+            entry = model.metadata_props.add()
+            entry.key = "tinylm." + k
+            entry.value = v if isinstance(v, str) else json.dumps(v)
+        onnx.checker.check_model(model)
+        return model
+
+
+def save(model: onnx.ModelProto, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+def load(path: str | Path) -> Graph:
+    """Reads and checks a model file. Every failure is a GraphError with one line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise GraphError(f"{path}: cannot read model file ({e.strerror})") from None
+    try:
+        model = onnx.load_from_string(raw)
+    except Exception as e:  # protobuf DecodeError and friends: a truncated or corrupt file
+        raise GraphError(f"{path}: not a valid ONNX file (truncated or corrupt: {type(e).__name__})") from None
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid"
+        raise GraphError(f"{path}: fails onnx.checker: {first}") from None
+    meta = {}
+    for p in model.metadata_props:
+        if p.key.startswith("tinylm."):
+            k = p.key[len("tinylm."):]
+            try:
+                meta[k] = json.loads(p.value)
+            except json.JSONDecodeError:
+                meta[k] = p.value
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise GraphError(f"{path}: tinylm format version {version!r} is not supported "
+                         f"(this tinylm reads version {FORMAT_VERSION})")
+    for key in ("max_len", "vocab", "label_names", "tokenizer"):
+        if key not in meta:
+            raise GraphError(f"{path}: metadata tinylm.{key} is missing")
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes = []
+    for i, n in enumerate(model.graph.node):
+        name = n.name or f"node{i}"
+        if n.op_type not in OPS or OPS[n.op_type][0] != n.domain:
+            raise GraphError(f"{path}: node {name!r}: unsupported op {n.domain or 'ai.onnx'}::{n.op_type}")
+        domain, n_in, required = OPS[n.op_type]
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if len(n.input) != n_in or len(n.output) != 1:
+            raise GraphError(f"{path}: node {name!r} ({n.op_type}): expected {n_in} inputs and 1 output")
+        missing = [a for a in required if a not in attrs]
+        if missing:
+            raise GraphError(f"{path}: node {name!r} ({n.op_type}): missing attribute {missing[0]!r}")
+        nodes.append(Node(n.op_type, list(n.input), list(n.output), name, attrs))
+    graph = Graph(nodes, weights, meta, hashlib.sha256(raw).hexdigest())
+    # shapes and dtypes: run the interpreter on a short and a full-length input
+    from .reference import check_shapes
+    check_shapes(graph, path)
+    return graph

@@ -1,0 +1,162 @@
+"""The integer reference: a numpy interpreter of the quantized graph.
+
+It is the spec of what the device computes: each node runs the tinylm.ops function that
+defines its exact integer result, and the firmware must produce the same logits bit for bit.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import ops
+from .graph import INPUT, OUTPUT, Graph, GraphError, Node
+
+
+def _expect(node: Node, arr: np.ndarray, dtype, ndim: int | None, what: str) -> None:
+    if arr.dtype != np.dtype(dtype):
+        raise GraphError(f"node {node.name!r} ({node.op}): {what} is {arr.dtype}, expected {np.dtype(dtype)}")
+    if ndim is not None and arr.ndim != ndim:
+        raise GraphError(f"node {node.name!r} ({node.op}): {what} has shape {arr.shape}, expected {ndim}-D")
+
+
+def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
+    a = node.attrs
+    op = node.op
+    if op == "Gather":
+        data, idx = args
+        _expect(node, data, np.int8, 2, "data")
+        if idx.dtype not in (np.int32, np.int64) or idx.ndim != 1:
+            raise GraphError(f"node {node.name!r} (Gather): indices must be 1-D int32/int64")
+        if int(a.get("axis", 0)) != 0:
+            raise GraphError(f"node {node.name!r} (Gather): only axis 0 is supported")
+        return ops.gather(data, idx)
+    if op == "MatMulInteger":
+        x, w = args
+        _expect(node, x, np.int8, 2, "A")
+        _expect(node, w, np.int8, 2, "B")
+        if x.shape[1] != w.shape[0]:
+            raise GraphError(f"node {node.name!r} (MatMulInteger): shape mismatch {x.shape} x {w.shape}")
+        return ops.matmul_integer(x, w)
+    if op == "Add":
+        x, b = args
+        _expect(node, x, np.int32, 2, "A")
+        _expect(node, b, np.int32, None, "B")
+        if b.shape not in (x.shape, (x.shape[1],), (1, x.shape[1])):
+            raise GraphError(f"node {node.name!r} (Add): cannot broadcast {b.shape} to {x.shape}")
+        return ops.add_int32(x, b)
+    if op == "Transpose":
+        (x,) = args
+        _expect(node, x, np.int8, 2, "input")
+        if list(a.get("perm", [1, 0])) != [1, 0]:
+            raise GraphError(f"node {node.name!r} (Transpose): only perm [1, 0] is supported")
+        return ops.transpose(x)
+    if op == "Requantize":
+        x, m, s = args
+        _expect(node, x, np.int32, 2, "input")
+        _expect(node, m, np.int32, 1, "multiplier")
+        _expect(node, s, np.int32, 1, "shift")
+        if m.shape != s.shape or m.shape[0] not in (1, x.shape[1]):
+            raise GraphError(f"node {node.name!r} (Requantize): multiplier/shift length {m.shape[0]} "
+                             f"must be 1 or {x.shape[1]}")
+        if m.min() < 0 or s.min() < 1 or s.max() > 62:
+            raise GraphError(f"node {node.name!r} (Requantize): multiplier must be >= 0 and shift in 1..62")
+        return ops.requantize(x, m, s)
+    if op == "AddInt8":
+        x, y = args
+        _expect(node, x, np.int8, 2, "A")
+        _expect(node, y, np.int8, 2, "B")
+        if x.shape != y.shape:
+            raise GraphError(f"node {node.name!r} (AddInt8): shape mismatch {x.shape} + {y.shape}")
+        if not 1 <= a["shift"] <= 62:
+            raise GraphError(f"node {node.name!r} (AddInt8): shift must be in 1..62")
+        return ops.add_int8(x, y, a["ma"], a["mb"], a["shift"])
+    if op == "PositionIds":
+        return ops.position_ids(args[0])
+    if op == "Lut":
+        x, t = args
+        _expect(node, x, np.int8, 2, "input")
+        _expect(node, t, np.int8, 1, "table")
+        if t.shape[0] != 256:
+            raise GraphError(f"node {node.name!r} (Lut): table must have 256 entries")
+        return ops.lut(x, t)
+    if op == "SoftmaxInt":
+        x, t = args
+        _expect(node, x, np.int32, 2, "input")
+        _expect(node, t, np.uint16, 1, "exp table")
+        if t[0] == 0:
+            raise GraphError(f"node {node.name!r} (SoftmaxInt): exp table entry 0 must be > 0")
+        return ops.softmax_int(x, a["multiplier"], a["shift"], t)
+    if op == "RMSNormInt":
+        x, g = args
+        _expect(node, x, np.int8, 2, "input")
+        _expect(node, g, np.int8, 1, "gain")
+        if g.shape[0] != x.shape[1]:
+            raise GraphError(f"node {node.name!r} (RMSNormInt): gain length {g.shape[0]} != {x.shape[1]}")
+        return ops.rmsnorm_int(x, g, a["multiplier"], a["shift"])
+    raise GraphError(f"node {node.name!r}: unsupported op {op}")
+
+
+def trace(graph: Graph, ids) -> dict[str, np.ndarray]:
+    """Runs the graph on one input and returns every tensor by name."""
+    ids = np.asarray(ids, np.int32)
+    if ids.ndim != 1 or not 1 <= len(ids) <= graph.max_len:
+        raise ValueError(f"input must be 1..{graph.max_len} token ids, got {len(ids)}")
+    if ids.min() < 0 or ids.max() >= graph.vocab:
+        bad = int(np.argmax((ids < 0) | (ids >= graph.vocab)))
+        raise ValueError(f"token id {ids[bad]} at {bad} >= vocab {graph.vocab}")
+    env = dict(graph.weights)
+    env[INPUT] = ids
+    for node in graph.nodes:
+        try:
+            args = [env[i] for i in node.inputs]
+        except KeyError as e:
+            raise GraphError(f"node {node.name!r} ({node.op}): input {e.args[0]!r} is not defined before it") from None
+        try:
+            env[node.outputs[0]] = run_node(node, args)
+        except GraphError:
+            raise
+        except (ValueError, IndexError, TypeError, KeyError) as e:
+            raise GraphError(f"node {node.name!r} ({node.op}): {e}") from None
+    if OUTPUT not in env:
+        raise GraphError(f"no node produces the output {OUTPUT!r}")
+    return env
+
+
+def run(graph: Graph, ids) -> np.ndarray:
+    """Integer logits [C] for one input of token ids."""
+    return trace(graph, ids)[OUTPUT].reshape(-1)
+
+
+def check_shapes(graph: Graph, where: str | Path = "") -> None:
+    """Every node accepts a 1-token and a full-length input, and the output is [1, C]."""
+    prefix = f"{where}: " if where else ""
+    for n in (1, graph.max_len):
+        try:
+            out = trace(graph, np.full(n, 2, np.int32))[OUTPUT]
+        except GraphError as e:
+            raise GraphError(prefix + str(e)) from None
+        expected = (1, max(1, len(graph.label_names)))
+        if out.shape != expected or out.dtype != np.int32:
+            raise GraphError(f"{prefix}output {OUTPUT!r} is {out.dtype}{list(out.shape)}, expected int32{list(expected)}")
+
+
+def shape_templates(graph: Graph) -> dict[str, tuple]:
+    """Shape of every activation with 'n' where it grows with the input length."""
+    a = trace(graph, np.full(2, 2, np.int32))
+    b = trace(graph, np.full(3, 2, np.int32))
+    out = {}
+    for name, x in a.items():
+        if name in graph.weights:
+            continue
+        y = b[name]
+        dims = []
+        for da, db in zip(x.shape, y.shape):
+            if da == db:
+                dims.append(da)
+            elif (da, db) == (2, 3):
+                dims.append("n")
+            else:
+                raise GraphError(f"tensor {name!r}: dimension grows as {da}->{db}, only n is supported")
+        out[name] = (tuple(dims), x.dtype)
+    return out
