@@ -1,5 +1,5 @@
-/* QEMU mps2-an386 port: CMSDK UART0 (polled) for serial, MPS2 FPGAIO 25 MHz counter for time
- * and cost. Under -icount shift=0 one instruction is 1 ns of virtual time, so one counter tick
+/* QEMU mps2-an386 port: CMSDK UART0 (polled) for serial, the MPS2 FPGAIO 25 MHz counter for time,
+ * SysTick for cost. Under -icount shift=0 one instruction is 1 ns of virtual time, so one 25 MHz tick
  * is exactly 40 instructions. */
 #include "board.h"
 
