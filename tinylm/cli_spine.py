@@ -1,6 +1,146 @@
 """CLI commands of the spine: train, quantize, build, eval."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 1):
+    console.print(f"[red]error:[/red] {msg}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+                    disable=not console.is_terminal)
+
+
+def train(task: str = typer.Option(..., help="task name, e.g. emotion"),
+          out: Path = typer.Option(..., help="run directory to write"),
+          config: str = typer.Option("tiny", help="model config: tiny (default model) or micro (seconds, for tests)"),
+          epochs: int = typer.Option(8, help="training epochs; the best one on validation is kept"),
+          lr: float = typer.Option(1e-3, help="peak learning rate (AdamW, cosine decay)"),
+          seed: int = typer.Option(0),
+          limit: Optional[int] = typer.Option(None, help="use only the first N training examples"),
+          data_dir: Optional[Path] = typer.Option(None, help="data bundle root (default: $TINYLM_DATA, then ../shared/data)"),
+          train_file: Optional[Path] = typer.Option(None, help="a training JSONL(.gz) file instead of the task's train split"),
+          val_file: Optional[Path] = typer.Option(None, help="a validation JSONL(.gz) file instead of the task's validation split")):
+    """Train the small transformer classifier (Flax) on a task's train split."""
+    from .train import train_tiny
+    with _progress() as prog:
+        bar = prog.add_task("training", total=None, info="")
+
+        def cb(epoch, i, steps, loss):
+            prog.update(bar, total=steps * epochs, completed=epoch * steps + i + 1,
+                        info=f"epoch {epoch + 1} loss {loss:.3f}")
+        try:
+            meta = train_tiny(task, out, config, epochs=epochs, lr=lr, seed=seed, data_dir=data_dir,
+                              train_file=train_file, val_file=val_file, limit=limit, progress=cb)
+        except (KeyError, ValueError) as e:
+            _fail(str(e).strip("'\""))
+    console.print(f"best validation {meta['metric']}: {meta['val_score']:.4f} "
+                  f"({meta['train_seconds']} s) -> {out}")
+
+
+def quantize(run: Path = typer.Argument(..., help="float run directory (from tinylm train)"),
+             out: Path = typer.Option(..., help="quantized ONNX file to write"),
+             calib: int = typer.Option(1024, help="training examples used to calibrate activation scales"),
+             name: Optional[str] = typer.Option(None, help="model name stored in the graph"),
+             data_dir: Optional[Path] = typer.Option(None)):
+    """Quantize a float run to an integer-only ONNX graph (int8 weights and activations)."""
+    from .floatrun import RunError
+    from .quantize_tiny import quantize_run
+    try:
+        quantize_run(run, out, calib=calib, name=name, data_dir=data_dir)
+    except (RunError, ValueError) as e:
+        _fail(str(e))
+    from . import graph
+    g = graph.load(out)
+    console.print(f"{out}: {len(g.nodes)} nodes, {sum(w.nbytes for w in g.weights.values())} weight bytes, "
+                  f"sha256 {g.sha256[:16]}")
+
+
+def build(model: Optional[Path] = typer.Argument(None, help="quantized ONNX graph; default: the bundled models/default.onnx"),
+          board: str = typer.Option(..., help="board name (see boards/), e.g. qemu-m4"),
+          out: Path = typer.Option(..., help="build directory to write (a PlatformIO project)"),
+          no_compile: bool = typer.Option(False, "--no-compile", help="generate sources only"),
+          json_out: bool = typer.Option(False, "--json", help="print memory.json to stdout")):
+    """Generate C for a quantized graph, link the firmware for a board and report its memory."""
+    from codegen.build import BudgetError, build as do_build
+    from codegen.toolchain import ToolchainError
+    from .graph import GraphError
+    try:
+        mem = do_build(model, board, out, compile=not no_compile)
+    except (GraphError, BudgetError, ToolchainError, ValueError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+    if json_out:
+        print(json.dumps({k: v for k, v in mem.items() if k != "tensors"}, indent=2))
+        return
+    console.print(f"built {out} for {board}: flash {mem.get('flash_bytes', '?')} / {mem['flash_budget']} B, "
+                  f"RAM {mem.get('ram_bytes', '?')} / {mem['ram_budget']} B, arena {mem['arena_bytes']} B "
+                  f"(activations total {mem['activations_total_bytes']} B)")
+
+
+def eval_cmd(target: Path = typer.Argument(..., help="build directory (device), quantized .onnx (integer reference) or run directory (float)"),
+             task: str = typer.Option(..., help="task name"),
+             data: Optional[Path] = typer.Option(None, help="evaluate this JSONL(.gz) file instead of the validation split"),
+             data_dir: Optional[Path] = typer.Option(None, help="data bundle root"),
+             limit: Optional[int] = typer.Option(None, help="only the first N examples"),
+             port: Optional[str] = typer.Option(None, help="device serial port or URL (/dev/ttyACM0, socket://host:port, rfc2217://...); default for qemu-* boards: start QEMU"),
+             json_path: Optional[Path] = typer.Option(None, "--json", help="write results JSON here (default: <target>/eval-<task>.json)"),
+             resume: bool = typer.Option(False, help="continue an interrupted run without repeating examples")):
+    """Evaluate a model on a task: float run, integer reference or firmware over serial."""
+    from .evaluate import EvalError, evaluate
+    from .floatrun import RunError
+    from .graph import GraphError
+    with _progress() as prog:
+        bar = prog.add_task(f"eval {task}", total=None, info="")
+        mism = [0]
+
+        def cb(done, total, rec):
+            mism[0] += 0 if rec.get("match", True) else 1
+            prog.update(bar, total=total, completed=done,
+                        info=f"mismatches {mism[0]}" if "match" in rec else "")
+        try:
+            res = evaluate(target, task, data=str(data) if data else None, data_dir=data_dir, limit=limit,
+                           port=port, json_out=json_path, resume=resume, progress=cb)
+        except (EvalError, GraphError, RunError, KeyError, ValueError) as e:
+            _fail(str(e).strip("'\""))
+    lines = [f"{res['task']} {res['metric']}: {res['score']:.4f} on {res['examples']} examples ({res['engine']})"
+             if res["score"] is not None else f"{res['task']}: no examples evaluated"]
+    if "mismatches" in res:
+        lines.append(f"mismatches with the integer reference: {res['mismatches']}")
+        if res.get("first_mismatch"):
+            lines.append(f"first mismatch: {res['first_mismatch']}")
+    if "instructions_mean" in res:
+        lines.append(f"instructions per inference (mean): {res['instructions_mean']:.0f}")
+    if "wall_s_per_example" in res:
+        lines.append(f"harness wall time per example: {res['wall_s_per_example'] * 1000:.1f} ms "
+                     f"(infer command {res['infer_share']:.0%}, loading input {res['load_share']:.0%}, "
+                     f"cost query + reference check {res['check_share']:.0%})")
+    mem_file = Path(target) / "memory.json"
+    if mem_file.is_file():
+        mem = json.loads(mem_file.read_text())
+        lines.append(f"flash {mem.get('flash_bytes')} B, RAM {mem.get('ram_bytes')} B, arena {mem['arena_bytes']} B")
+    lines.append(f"results: {res['json']}")
+    for line in lines:
+        print(line)
+    if res.get("interrupted"):
+        console.print(f"[yellow]{res['interrupted']}[/yellow]")
+        raise typer.Exit(3)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command()(train)
+    app.command()(quantize)
+    app.command()(build)
+    app.command("eval")(eval_cmd)

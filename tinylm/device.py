@@ -96,6 +96,10 @@ class Device:
     def infer(self, ids, runs: int = 1, warmup: int = 0) -> list[int]:
         """Loads ids, runs `infer runs warmup`, returns the int32 logits."""
         self.load(ids)
+        return self.infer_loaded(runs, warmup)
+
+    def infer_loaded(self, runs: int = 1, warmup: int = 0) -> list[int]:
+        """Runs `infer runs warmup` on the input already loaded; returns the int32 logits."""
         lines = self.command(f"infer {runs} {warmup}")
         laps = [int(line[len("m-lap-us-"):]) for line in lines if line.startswith("m-lap-us-")]
         self.last_lap_us = tuple(laps) if len(laps) == 2 else None

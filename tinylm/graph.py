@@ -24,6 +24,7 @@ DOMAIN = "ai.tinylm"
 OPSET = 17
 INPUT = "input_ids"
 OUTPUT = "logits"
+RAW_KEYS = {"tokenizer", "name", "task", "arch", "quantization"}   # metadata kept as plain strings
 
 # op type -> (domain, number of inputs, required attributes)
 OPS = {
@@ -140,6 +141,9 @@ def load(path: str | Path) -> Graph:
     for p in model.metadata_props:
         if p.key.startswith("tinylm."):
             k = p.key[len("tinylm."):]
+            if k in RAW_KEYS:
+                meta[k] = p.value
+                continue
             try:
                 meta[k] = json.loads(p.value)
             except json.JSONDecodeError:

@@ -1,0 +1,253 @@
+"""`tinylm eval`: one command, three engines, chosen from what it is given.
+
+- a run directory (run.json)        -> the float model on the host (JAX)
+- an .onnx quantized graph           -> the integer reference on the host (numpy)
+- a build directory (build.json)     -> the firmware on a device over serial (a port/URL, or
+                                        QEMU started here for a qemu-* board), every example
+                                        checked bit for bit against the integer reference
+
+Results are appended to a progress file one example at a time, so an interrupted run (device
+killed, Ctrl-C) continues with --resume without losing or repeating an example.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinynlp_data import compute_metric, get_task, load_split
+
+from .tokenizer import encode, load_tokenizer
+
+
+class EvalError(RuntimeError):
+    pass
+
+
+@dataclass
+class Engine:
+    kind: str                    # float | reference | device
+    target: Path
+    max_len: int
+    tokenizer: object
+    label_names: list
+    extra: dict = field(default_factory=dict)
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+
+class FloatEngine(Engine):
+    def __init__(self, path):
+        from .floatrun import FloatRun
+        self.run = FloatRun(path)
+        super().__init__("float", Path(path), self.run.max_len, self.run.tokenizer, self.run.label_names)
+
+    def predict(self, ids: list[int]) -> dict:
+        return {"logits": self.run.predict([ids])[0].tolist()}
+
+    def predict_many(self, batch: list[list[int]]) -> list[dict]:
+        return [{"logits": row.tolist()} for row in self.run.predict(batch)]
+
+
+class ReferenceEngine(Engine):
+    def __init__(self, path):
+        from . import graph, reference
+        self.graph = graph.load(path)
+        self.reference = reference
+        super().__init__("reference", Path(path), self.graph.max_len,
+                         load_tokenizer(self.graph.meta["tokenizer"]), self.graph.label_names)
+
+    def predict(self, ids):
+        return {"logits": self.reference.run(self.graph, ids).tolist()}
+
+
+class DeviceEngine(Engine):
+    """Firmware over serial; the reference runs beside it on every example."""
+
+    def __init__(self, build_dir, port: str | None = None, timeout: float = 30.0):
+        from codegen import toolchain
+        from . import graph, reference
+        build_dir = Path(build_dir)
+        meta = json.loads((build_dir / "build.json").read_text())
+        self.board = toolchain.load_board(meta["board"])
+        self.graph = graph.load(build_dir / meta["model"])
+        self.reference = reference
+        self.elf = build_dir / (meta.get("elf") or "firmware.elf")
+        self.port, self.timeout = port, timeout
+        self.qemu = self.device = None
+        super().__init__("device", build_dir, self.graph.max_len,
+                         load_tokenizer(self.graph.meta["tokenizer"]), self.graph.label_names,
+                         {"board": self.board["name"]})
+
+    def start(self):
+        from .device import Device
+        url = self.port
+        if url is None:
+            if self.board.get("runs_on") != "qemu":
+                raise EvalError(f"board {self.board['name']} is real hardware: give its serial port with "
+                                "--port (e.g. --port /dev/ttyACM0)")
+            from .qemu import QemuBoard
+            if not self.elf.is_file():
+                raise EvalError(f"{self.elf} does not exist: run `tinylm build` first")
+            self.qemu = QemuBoard(self.board, self.elf)
+            url = self.qemu.url
+        self.device = Device(url, timeout=self.timeout)
+        info = self.device.info()
+        want = self.graph.sha256[:16]
+        if info.get("hash") != want:
+            raise EvalError(f"the device runs model {info.get('model')!r} hash {info.get('hash')}, but "
+                            f"{self.target} holds hash {want}: flash this build first")
+        self.extra["device_info"] = info
+
+    def stop(self):
+        if self.device:
+            self.device.close()
+        if self.qemu:
+            self.qemu.stop()
+        self.device = self.qemu = None
+
+    def predict(self, ids):
+        t0 = time.perf_counter()
+        self.device.load(ids)
+        t1 = time.perf_counter()
+        logits = self.device.infer_loaded()
+        t2 = time.perf_counter()
+        cost = self.device.cost()
+        ref = self.reference.run(self.graph, ids).tolist()
+        t3 = time.perf_counter()
+        lap = self.device.last_lap_us
+        # infer_s is the host-side time of the `infer` command: device compute plus one round trip
+        return {"logits": logits, "reference": ref, "match": logits == ref,
+                "wall_s": t3 - t0, "load_s": t1 - t0, "infer_s": t2 - t1, "check_s": t3 - t2,
+                "device_us": (lap[1] - lap[0]) if lap else None, **cost}
+
+
+def open_engine(target, port: str | None = None) -> Engine:
+    p = Path(target)
+    if p.is_dir() and (p / "build.json").is_file():
+        return DeviceEngine(p, port)
+    if p.is_dir() and (p / "run.json").is_file():
+        return FloatEngine(p)
+    if p.is_file() and p.suffix == ".onnx":
+        return ReferenceEngine(p)
+    if not p.exists():
+        raise EvalError(f"{target} does not exist")
+    raise EvalError(f"{target}: not a build directory (build.json), a run directory (run.json) "
+                    "or a quantized graph (.onnx)")
+
+
+def default_json(target, task: str) -> Path:
+    p = Path(target)
+    base = p if p.is_dir() else p.parent
+    return base / f"eval-{task}.json"
+
+
+def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit: int | None = None,
+             port: str | None = None, json_out: str | Path | None = None, resume: bool = False,
+             progress=None) -> dict:
+    t = get_task(task)
+    examples = load_split(t, "validation", data_dir, data)
+    if limit:
+        examples = examples[:limit]
+    engine = open_engine(target, port)
+    json_out = Path(json_out) if json_out else default_json(target, task)
+    progress_file = json_out.with_name(json_out.name + ".progress.jsonl")
+    done: dict[int, dict] = {}
+    if resume and progress_file.is_file():
+        for line in progress_file.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue            # a line cut short by the interruption: redo that example
+            done[rec["index"]] = rec
+    elif progress_file.exists():
+        progress_file.unlink()
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+
+    todo = [i for i in range(len(examples)) if i not in done]
+    interrupted = None
+    t_start = time.perf_counter()
+    engine.start()
+    try:
+        with progress_file.open("a") as pf:
+            def record(i, res):
+                rec = {"index": i, "id": examples[i].id, **res}
+                pf.write(json.dumps(rec) + "\n")
+                pf.flush()
+                done[i] = rec
+                if progress:
+                    progress(len(done), len(examples), rec)
+
+            if isinstance(engine, FloatEngine):
+                for s in range(0, len(todo), 256):
+                    chunk = todo[s:s + 256]
+                    batch = [encode(engine.tokenizer, examples[i].text, examples[i].text_b, engine.max_len) for i in chunk]
+                    for i, ids, res in zip(chunk, batch, engine.predict_many(batch)):
+                        record(i, {"tokens": len(ids), **res})
+            else:
+                for i in todo:
+                    ids = encode(engine.tokenizer, examples[i].text, examples[i].text_b, engine.max_len)
+                    record(i, {"tokens": len(ids), **engine.predict(ids)})
+    except KeyboardInterrupt:
+        interrupted = "interrupted (Ctrl-C)"
+    except Exception as e:
+        from .device import DeviceError, DeviceTimeout
+        import serial
+        if isinstance(e, (DeviceTimeout, DeviceError, serial.SerialException, OSError)):
+            interrupted = f"device stopped answering: {e}"
+        else:
+            raise
+    finally:
+        engine.stop()
+    wall = time.perf_counter() - t_start
+
+    result = summarize(t, examples, done, engine, wall)
+    result.update({"target": str(target), "data": data or "validation", "complete": interrupted is None,
+                   "progress_file": str(progress_file)})
+    if interrupted:
+        result["interrupted"] = interrupted + f"; {len(done)}/{len(examples)} examples kept, rerun with --resume"
+    json_out.write_text(json.dumps(result, indent=2))
+    result["json"] = str(json_out)
+    return result
+
+
+def summarize(t, examples, done: dict, engine: Engine, wall: float) -> dict:
+    idx = sorted(done)
+    recs = [done[i] for i in idx]
+    gold = [examples[i].label for i in idx]
+    if t.problem == "regression":
+        preds = [r["logits"][0] for r in recs]
+    else:
+        preds = [int(np.argmax(r["logits"])) for r in recs]
+    score = compute_metric(t.metric, preds, gold) if recs else None
+    out = {"task": t.name, "metric": t.metric, "score": score, "examples": len(recs),
+           "examples_total": len(examples), "engine": engine.kind, **engine.extra}
+    if engine.kind == "device":
+        mism = [r for r in recs if not r["match"]]
+        out["mismatches"] = len(mism)
+        if mism:
+            m = mism[0]
+            out["first_mismatch"] = {"id": m["id"], "device": m["logits"], "reference": m["reference"]}
+        instr = [r["instructions"] for r in recs if "instructions" in r]
+        if instr:
+            out["instructions_mean"] = float(np.mean(instr))
+        cyc = [r["cycles"] for r in recs if "cycles" in r]
+        if cyc:
+            out["cycles_mean"] = float(np.mean(cyc))
+        walls = [r["wall_s"] for r in recs]
+        if walls:
+            out["wall_s_per_example"] = float(np.mean(walls))
+            for part in ("load_s", "infer_s", "check_s"):
+                out[part.replace("_s", "_share")] = float(sum(r[part] for r in recs) / sum(walls))
+        tokens = [r["tokens"] for r in recs]
+        if tokens:
+            out["tokens_mean"] = float(np.mean(tokens))
+    out["wall_s"] = round(wall, 2)
+    return out
