@@ -156,8 +156,10 @@ def rmsnorm_int(x: np.ndarray, gain: np.ndarray, multiplier: int, shift: int) ->
         inv    = (1 << 22) // r                                  2**14 / rms
         y[i]   = requantize(x[i] * gain[i] * inv, multiplier, shift)
 
-    Since |x[i]| <= sqrt(ss), |x[i] * inv| <= ~2**14 * sqrt(d), so for d <= 4096
-    the product |x * gain * inv| < 2**28 fits int32. isqrt is the exact integer
+    Requires 1 <= d <= 4096. Since |x[i]| <= sqrt(ss), |x[i] * inv| is about
+    2**14 * sqrt(d); the floors in ms, r and inv push it up to 2**20 (one +-1 in a
+    row of d = 2622), so |x * gain * inv| <= 2**27 < 2**28 fits int32 (checked
+    exhaustively over d <= 4096 and max |x[i]|). isqrt is the exact integer
     square root (the largest r with r*r <= ms; C: bit-by-bit on uint64). A row of
     zeros gives zeros.
     """
