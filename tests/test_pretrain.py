@@ -70,3 +70,56 @@ def test_resume_with_another_config_is_a_clear_error(tmp_path):
                    stream=_stream(), resume=True)
     with pytest.raises(P.PretrainError, match="nothing to resume"):
         P.pretrain(tmp_path / "empty", _cfg(steps=1), stream=_stream(), resume=True)
+
+
+# ---------------------------------------------------------------- finetuning
+
+def _examples(n, seed):
+    from tinynlp_data import Example
+    rng = np.random.default_rng(seed)
+    words = ["good", "great", "fine", "bad", "awful", "poor"]
+    out = []
+    for i in range(n):
+        y = int(rng.integers(0, 2))
+        w = [words[int(rng.integers(0, 3)) + 3 * (1 - y)] for _ in range(3)]
+        out.append(Example(i, "it was " + " ".join(w), None, y))
+    return out
+
+
+def test_finetune_writes_a_floatrun_that_predicts(tmp_path):
+    from tinylm.finetune import FinetuneConfig, finetune
+    from tinylm.floatrun import FloatRun
+    from tinylm.tokenizer import encode
+    P.pretrain(tmp_path / "pre", _cfg(steps=1), stream=_stream(),
+               tokenizer="models/tokenizer-8192.json")
+    cfg = FinetuneConfig(epochs=3, lr=5e-3, warmup=1, max_len=16, batch_size=16)
+    val = _examples(64, 1)
+    res = finetune(tmp_path / "pre", "limit", tmp_path / "ft", cfg,
+                   train_examples=_examples(256, 0), val_examples=val)
+    assert res["score"] > 0.9, res
+    run = FloatRun(tmp_path / "ft")
+    assert run.label_names == ["no", "yes"] and run.max_len == 16
+    logits = run.predict([encode(run.tokenizer, e.text, None, 16) for e in val])
+    acc = float((logits.argmax(-1) == np.array([e.label for e in val])).mean())
+    assert acc == pytest.approx(res["score"])
+
+
+def test_finetune_regression_and_bad_pretrain_dir(tmp_path):
+    from tinylm.finetune import FinetuneConfig, FinetuneError, finetune
+    from tinynlp_data import Example
+    with pytest.raises(FinetuneError, match="not a pretraining run"):
+        finetune(tmp_path / "nothing", "stsb", tmp_path / "x")
+    P.pretrain(tmp_path / "pre", _cfg(steps=1), stream=_stream(),
+               tokenizer="models/tokenizer-8192.json")
+    ex = [Example(i, "a b", "c d", float(i % 5)) for i in range(32)]
+    res = finetune(tmp_path / "pre", "stsb", tmp_path / "ft",
+                   FinetuneConfig(epochs=1, max_len=16, batch_size=16), train_examples=ex, val_examples=ex)
+    assert res["metric"] == "spearman"
+    # a backbone of another config is a clear error
+    import json as _j
+    meta = _j.loads((tmp_path / "pre" / "run.json").read_text())
+    meta["config"]["d"] = 8
+    (tmp_path / "pre" / "run.json").write_text(_j.dumps(meta))
+    from tinylm.embbert import CheckpointMismatch
+    with pytest.raises(CheckpointMismatch, match="another config"):
+        finetune(tmp_path / "pre", "stsb", tmp_path / "ft2", train_examples=ex, val_examples=ex)

@@ -1,6 +1,159 @@
 """CLI commands of the EmbBERT area: tokenizer, pretrain, finetune, bench."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
 
+def _progress():
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    disable=not sys.stderr.isatty())
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
 def register(app: typer.Typer) -> None:
-    pass
+
+    @app.command("tokenizer")
+    def tokenizer_cmd(
+        corpus: List[Path] = typer.Option(None, help="Corpus files or directories (*.txt, *.txt.gz); "
+                                          "default: <data dir>/corpus"),
+        vocab: int = typer.Option(8192, help="Vocabulary size (specials [PAD] [UNK] [CLS] [MASK] [SEP] = 0..4)."),
+        out: Path = typer.Option(..., help="Where to write the tokenizer JSON."),
+        data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
+    ):
+        """Train the BPE tokenizer (lower-cased, accents stripped, whitespace pre-tokenizer)."""
+        from tinylm.tokenizer import corpus_lines, train_tokenizer
+        from tinynlp_data import DataError, find_data_dir
+        try:
+            paths = corpus or [find_data_dir(data_dir) / "corpus"]
+        except DataError as e:
+            _fail(str(e))
+        t0 = time.time()
+        tok = train_tokenizer(corpus_lines(paths), vocab)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tok.save(str(out))
+        typer.echo(f"{out}: {tok.get_vocab_size()} tokens in {time.time() - t0:.1f} s")
+
+    @app.command("pretrain")
+    def pretrain_cmd(
+        model: str = typer.Option("embbert", help="Model config: embbert, embbert-tiny, embbert-nano, bert."),
+        out: Path = typer.Option(..., help="Run directory (checkpoint, tokenizer, log)."),
+        steps: int = typer.Option(10_000, help="Total optimizer steps."),
+        seq_len: int = typer.Option(128, help="Sequence length (<= the model's max_len 256)."),
+        batch_size: int = typer.Option(32),
+        lr: float = typer.Option(5e-4, help="AdamW peak learning rate (linear warm-up, then constant)."),
+        warmup: int = typer.Option(200),
+        weight_decay: float = typer.Option(0.05),
+        nsp: bool = typer.Option(True, help="Add next-sentence prediction to masked-LM."),
+        seed: int = typer.Option(0),
+        minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this wall time."),
+        ckpt_every: int = typer.Option(200, help="Checkpoint every N steps."),
+        tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer JSON (default models/tokenizer-<vocab>.json)."),
+        corpus: List[Path] = typer.Option(None, help="Corpus files/dirs (default <data dir>/corpus)."),
+        data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
+        resume: bool = typer.Option(False, help="Continue from OUT/ckpt.msgpack (exactly)."),
+        json_out: bool = typer.Option(False, "--json", help="Print the final record as JSON."),
+    ):
+        """Masked-LM (+NSP) pretraining. Ctrl-C stops cleanly and keeps the last checkpoint."""
+        from tinylm.pretrain import PretrainConfig, PretrainError, pretrain
+        from tinylm.embbert import CheckpointMismatch
+        from tinynlp_data import DataError, find_data_dir
+        cfg = PretrainConfig(model=model, seq_len=seq_len, batch_size=batch_size, steps=steps, lr=lr,
+                             warmup=warmup, weight_decay=weight_decay, nsp=nsp, seed=seed,
+                             ckpt_every=ckpt_every, max_minutes=minutes)
+        try:
+            paths = corpus or [find_data_dir(data_dir) / "corpus"]
+            with _progress() as prog:
+                task = prog.add_task("pretrain", total=steps, info="")
+
+                def on_log(r):
+                    prog.update(task, completed=r["step"],
+                                info=f"loss {r['loss']:.3f} mlm-acc {r['mlm_acc']:.3f} "
+                                     f"{r['tokens_per_s']:.0f} tok/s")
+                    if not sys.stderr.isatty():
+                        print(json.dumps(r), flush=True)
+                last = pretrain(out, cfg, corpus=paths, tokenizer=tokenizer, resume=resume, on_log=on_log)
+        except (PretrainError, CheckpointMismatch, DataError, KeyError) as e:
+            _fail(str(e).strip("'\""))
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: checkpoint kept in {out}/ckpt.msgpack (resume with --resume)", err=True)
+            raise typer.Exit(130)
+        typer.echo(json.dumps(last) if json_out else
+                   f"{out}: step {last['step']}, {last['tokens']:,} tokens")
+
+    @app.command("finetune")
+    def finetune_cmd(
+        pre: Path = typer.Argument(..., help="Pretraining run directory (or models/embbert-pre)."),
+        task: str = typer.Option(..., help="Task name (TinyNLP or GLUE)."),
+        out: Path = typer.Option(..., help="Output run directory (run.json, tokenizer.json, params.msgpack)."),
+        epochs: int = typer.Option(5),
+        batch_size: int = typer.Option(32),
+        lr: float = typer.Option(5e-4),
+        weight_decay: float = typer.Option(0.05),
+        max_len: int = typer.Option(128, help="Token budget per example, [CLS] and [SEP] included."),
+        seed: int = typer.Option(0),
+        max_train: Optional[int] = typer.Option(None, help="Use at most this many training examples."),
+        minutes: Optional[float] = typer.Option(None, help="Stop after this wall time (best epoch kept)."),
+        data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
+        json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ):
+        """Finetune a pretrained EmbBERT on one task; keeps the best epoch on the validation split."""
+        from tinylm.finetune import FinetuneConfig, FinetuneError, finetune
+        from tinylm.embbert import CheckpointMismatch
+        from tinynlp_data import DataError
+        cfg = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                             max_len=max_len, seed=seed, max_train=max_train, max_minutes=minutes)
+        try:
+            with _progress() as prog:
+                bar = prog.add_task(task, total=None, info="")
+
+                def on_log(r):
+                    prog.update(bar, total=r["total"], completed=r["done"], info=r["info"])
+                    if not sys.stderr.isatty() and r.get("epoch_end"):
+                        print(r["info"], flush=True)
+                res = finetune(pre, task, out, cfg, data_dir=data_dir, on_log=on_log)
+        except (FinetuneError, CheckpointMismatch, DataError, KeyError) as e:
+            _fail(str(e).strip("'\""))
+        typer.echo(json.dumps(res) if json_out else
+                   f"{out}: {task} validation {res['metric']} {res['score']:.4f} "
+                   f"(epoch {res['best_epoch']}, {res['wall_s']:.0f} s)")
+
+    @app.command("bench")
+    def bench_cmd(
+        pre: Path = typer.Argument(..., help="Pretraining run directory."),
+        suite: str = typer.Option("tinynlp", help="tinynlp or glue."),
+        tasks: Optional[str] = typer.Option(None, help="Comma-separated subset of the suite's tasks."),
+        out: Optional[Path] = typer.Option(None, help="Where the finetuned runs go (default <pre>/bench-<suite>)."),
+        epochs: int = typer.Option(3),
+        max_len: int = typer.Option(128, help="Token budget per example (IMDb reviews are truncated)."),
+        lr: float = typer.Option(5e-4),
+        seed: int = typer.Option(0),
+        max_train: Optional[int] = typer.Option(None, help="Use at most this many training examples per task."),
+        minutes: Optional[float] = typer.Option(None, help="Wall-time limit per task."),
+        data_dir: Optional[Path] = typer.Option(None),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    ):
+        """Finetune and evaluate every task of a suite; prints (and writes) a markdown table."""
+        from tinylm.finetune import bench
+        from tinynlp_data import DataError
+        try:
+            res = bench(pre, suite, out, tasks=tasks.split(",") if tasks else None, epochs=epochs,
+                        max_len=max_len, lr=lr, seed=seed, max_train=max_train, minutes=minutes,
+                        data_dir=data_dir, log=lambda s: typer.echo(s, err=True))
+        except (DataError, KeyError, ValueError) as e:
+            _fail(str(e).strip("'\""))
+        typer.echo(res["table"])
+        if json_out:
+            json_out.write_text(json.dumps(res, indent=1))

@@ -78,3 +78,23 @@ def segment_ids(ids: list[int]) -> list[int]:
         if t == SEP:
             seg = 2
     return out
+
+
+def encode_batch(tok: Tokenizer, texts: list[str], texts_b: list[str] | None = None,
+                 max_len: int = 256) -> list[list[int]]:
+    """`encode` for many examples at once (the tokenizer runs in parallel); same ids as encode."""
+    a_all = [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
+    if texts_b is None:
+        budget = max(max_len - 2, 0)
+        return [[CLS] + a[:budget] + [SEP] for a in a_all]
+    b_all = [e.ids for e in tok.encode_batch(list(texts_b), add_special_tokens=False)]
+    out, budget = [], max_len - 3
+    for a, b in zip(a_all, b_all):
+        na, nb = len(a), len(b)
+        while na + nb > budget:          # the same truncation rule as encode(): longer side first
+            if na >= nb:
+                na -= 1
+            else:
+                nb -= 1
+        out.append([CLS] + a[:na] + [SEP] + b[:nb] + [SEP])
+    return out

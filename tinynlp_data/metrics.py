@@ -52,3 +52,20 @@ METRICS = {"accuracy": accuracy, "f1": f1, "matthews": matthews, "spearman": spe
 
 def compute_metric(name: str, pred, gold) -> float:
     return METRICS[name](pred, gold)
+
+
+def glue_average(scores: dict, require_all: bool = False) -> float:
+    """Unweighted mean of the GLUE tasks' metric values ({task: score}, each in [0, 1]).
+
+    Each task contributes its registry metric (Matthews for CoLA, F1 for MRPC/QQP, Spearman for
+    STS-B, accuracy otherwise). With require_all, all 9 tasks must be present."""
+    from .registry import GLUE, get_task
+    for name in scores:
+        if get_task(name).suite != "glue":
+            raise ValueError(f"{name!r} is not a GLUE task; GLUE tasks: {', '.join(GLUE)}")
+    missing = [t for t in GLUE if t not in scores]
+    if require_all and missing:
+        raise ValueError(f"GLUE average needs all 9 tasks; missing: {', '.join(missing)}")
+    if not scores:
+        raise ValueError("GLUE average of no tasks")
+    return float(np.mean([float(v) for v in scores.values()]))
