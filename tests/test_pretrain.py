@@ -123,3 +123,16 @@ def test_finetune_regression_and_bad_pretrain_dir(tmp_path):
     from tinylm.embbert import CheckpointMismatch
     with pytest.raises(CheckpointMismatch, match="another config"):
         finetune(tmp_path / "pre", "stsb", tmp_path / "ft2", train_examples=ex, val_examples=ex)
+
+
+def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
+    from flax import serialization
+
+    def interrupt(rec):
+        if rec["step"] == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        P.pretrain(tmp_path / "c", _cfg(steps=10), stream=_stream(), on_log=interrupt)
+    state = serialization.msgpack_restore((tmp_path / "c" / "ckpt.msgpack").read_bytes())
+    assert state["step"] == 3
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["step"] == 3
