@@ -1,0 +1,27 @@
+"""Shared fixtures: the bundled default model built once per session for qemu-m4."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "models" / "default.onnx"
+
+
+def need_arm_tools():
+    missing = [t for t in ("arm-none-eabi-gcc", "qemu-system-arm") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: apt-get install -y --no-install-recommends "
+                    "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm")
+
+
+@pytest.fixture(scope="session")
+def default_build(tmp_path_factory):
+    """build/ of the bundled default model for qemu-m4 (firmware.elf, memory.json, ...)."""
+    need_arm_tools()
+    from codegen.build import build
+    out = tmp_path_factory.mktemp("default_build")
+    build(DEFAULT_MODEL, "qemu-m4", out)
+    return out

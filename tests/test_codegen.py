@@ -1,0 +1,112 @@
+"""Codegen: arena planning, overflow and budget refusals, and the golden test -- generated C
+compiled on the host (ASan + UBSan) gives the integer reference's logits on real examples."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import numpy_helper
+
+from codegen import emit, planner
+from codegen.build import BudgetError, build
+from tinylm import graph as G
+from tinylm import reference
+from tinylm.tokenizer import encode, load_tokenizer
+from tinynlp_data import load_split
+
+from conftest import DEFAULT_MODEL, ROOT
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5000), st.integers(0, 30), st.integers(0, 10)), min_size=1, max_size=40))
+def test_planner_never_overlaps_live_buffers(specs):
+    bufs = [planner.Buffer(f"t{i}", size, first, first + span) for i, (size, first, span) in enumerate(specs)]
+    arena = planner.plan(bufs)
+    planner.check(bufs)
+    assert max(b.offset + b.size for b in bufs) <= arena
+    assert all(b.offset % planner.ALIGN == 0 for b in bufs)
+
+
+def test_planner_detects_overlap():
+    a, b = planner.Buffer("a", 8, 0, 2, 0), planner.Buffer("b", 8, 1, 3, 4)
+    with pytest.raises(AssertionError, match="overlap"):
+        planner.check([a, b])
+
+
+def test_arena_is_smaller_than_the_sum_of_activations():
+    low = emit.lower(G.load(DEFAULT_MODEL))
+    total = sum(b.size for b in low.buffers)
+    assert low.arena_bytes < total / 4
+
+
+@pytest.fixture(scope="module")
+def host_model(tmp_path_factory):
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("host gcc not found")
+    out = tmp_path_factory.mktemp("host_model")
+    low = emit.lower(G.load(DEFAULT_MODEL))
+    (out / "model.c").write_text(low.model_c)
+    (out / "weights.c").write_text(low.weights_c)
+    (out / "weights.h").write_text(low.weights_h)
+    kernels = sorted((ROOT / "firmware" / "kernels").glob("*.c"))
+    exe = out / "model"
+    subprocess.run([gcc, "-std=c99", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    "-Wall", "-Werror", f"-I{out}", f"-I{ROOT / 'firmware' / 'kernels'}",
+                    f"-I{ROOT / 'firmware' / 'runtime'}", str(out / "model.c"), str(out / "weights.c"),
+                    *map(str, kernels), str(ROOT / "tests" / "fixtures" / "host_model_main.c"), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    return exe
+
+
+def test_host_compiled_model_matches_reference_on_real_examples(host_model):
+    g = G.load(DEFAULT_MODEL)
+    tok = load_tokenizer(g.meta["tokenizer"])
+    examples = load_split("emotion", "validation")[:60]
+    inputs = [encode(tok, e.text, None, g.max_len) for e in examples]
+    rng = np.random.default_rng(0)
+    inputs += [[2], [2, 4], list(rng.integers(5, g.vocab, g.max_len))]   # shortest, longest
+    stdin = "".join(f"{len(ids)} {' '.join(map(str, ids))}\n" for ids in inputs)
+    r = subprocess.run([str(host_model)], input=stdin, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = [list(map(int, line.split())) for line in r.stdout.splitlines()]
+    assert len(got) == len(inputs)
+    for ids, logits in zip(inputs, got):
+        assert logits == reference.run(g, ids).tolist(), f"mismatch on {ids}"
+
+
+def test_overflowing_accumulator_is_refused_with_the_layer_named(tmp_path):
+    m = onnx.load(str(DEFAULT_MODEL))
+    for i, t in enumerate(m.graph.initializer):
+        if t.name == "head.b":
+            b = numpy_helper.to_array(t).copy()
+            b[:] = 2 ** 31 - 1000
+            m.graph.initializer[i].CopyFrom(numpy_helper.from_array(b, "head.b"))
+    p = tmp_path / "big.onnx"
+    onnx.save(m, str(p))
+    with pytest.raises(emit.BoundError, match="'logits' \\(Add\\).*exceeds int32"):
+        build(p, "qemu-m4", tmp_path / "b", compile=False)
+
+
+def test_model_over_budget_is_refused_before_compiling(tmp_path):
+    b = G.GraphBuilder()
+    table = np.ones((8192, 160), np.int8)                  # 1.3 MB: over the 1 MB flash of qemu-m4
+    x = b.op("Gather", [b.const("huge_table", table), G.INPUT], "embed")
+    cls = b.op("Gather", [x, b.const("cls_index", np.array([0], np.int32))], "cls")
+    b.op("MatMulInteger", [cls, b.const("head.w", np.ones((160, 2), np.int8))], G.OUTPUT)
+    p = tmp_path / "huge.onnx"
+    G.save(b.to_model(2, {"name": "huge", "max_len": 16, "vocab": 8192, "label_names": ["a", "b"],
+                          "tokenizer": "{}"}), p)
+    out = tmp_path / "b"
+    with pytest.raises(BudgetError) as e:
+        build(p, "qemu-m4", out)
+    msg = str(e.value)
+    assert "flash needs about" in msg and "budget 1048576" in msg
+    assert "huge_table" in msg and "1310720" in msg            # the per-tensor table
+    assert not (out / "firmware.elf").exists()                 # refused before any compiler ran

@@ -1,0 +1,94 @@
+"""End to end: the bundled model's firmware in QEMU, evaluated over a real serial socket,
+bit-exact with the integer reference; interrupted runs resume without losing or repeating."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tinylm.evaluate import evaluate
+
+LIMIT = 24
+
+
+def test_memory_report(default_build):
+    mem = json.loads((default_build / "memory.json").read_text())
+    for key in ("flash_bytes", "ram_bytes", "arena_bytes", "flash_budget", "ram_budget"):
+        assert isinstance(mem[key], int) and mem[key] > 0
+    s = mem["sections"]
+    assert mem["flash_bytes"] == s["text"] + s["data"]
+    assert mem["ram_bytes"] == s["data"] + s["bss"] + s["stack"]
+    assert mem["flash_bytes"] <= mem["flash_budget"] and mem["ram_bytes"] <= mem["ram_budget"]
+    assert mem["weights_bytes"] < mem["flash_bytes"]
+    assert mem["arena_bytes"] < mem["activations_total_bytes"]
+
+
+def test_cli_eval_on_qemu_is_bit_exact(default_build, tmp_path):
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "tinylm", "eval", str(default_build), "--task", "emotion",
+                        "--limit", str(LIMIT), "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["engine"] == "device" and res["task"] == "emotion" and res["metric"] == "accuracy"
+    assert res["examples"] == LIMIT and res["mismatches"] == 0
+    assert 0.5 < res["score"] <= 1.0
+    assert res["instructions_mean"] > 100_000
+    assert "mismatches with the integer reference: 0" in r.stdout
+    # the integer reference on the same examples gives the same score
+    ref = evaluate(default_build / "model.onnx", "emotion", limit=LIMIT, json_out=tmp_path / "ref.json")
+    assert ref["engine"] == "reference" and ref["score"] == res["score"]
+
+
+def test_instruction_count_is_repeatable(default_build):
+    from codegen.toolchain import load_board
+    from tinylm.device import Device
+    from tinylm.qemu import QemuBoard
+    with QemuBoard(load_board("qemu-m4"), default_build / "firmware.elf") as q, Device(q.url) as d:
+        ids = [2, 50, 60, 70, 4]
+        first = (d.infer(ids), d.cost())
+        d.infer([2, 4])
+        assert (d.infer(ids), d.cost()) == first
+        long = d.infer([2] + [100] * 40 + [4]), d.cost()
+        assert long[1]["instructions"] > first[1]["instructions"]   # cost grows with real tokens
+
+
+def _kill_qemu_after(n, build_dir):
+    def cb(done, total, rec):
+        if done == n:
+            subprocess.run(["pkill", "-f", str(build_dir / "firmware.elf")])
+    return cb
+
+
+def test_resume_after_device_dies(default_build, tmp_path):
+    out = tmp_path / "resume.json"
+    first = evaluate(default_build, "emotion", limit=LIMIT, json_out=out, progress=_kill_qemu_after(7, default_build))
+    assert first["complete"] is False and "device stopped answering" in first["interrupted"]
+    assert 7 <= first["examples"] < LIMIT
+    assert json.loads(out.read_text())["examples"] == first["examples"]      # kept what it measured
+    second = evaluate(default_build, "emotion", limit=LIMIT, json_out=out, resume=True)
+    assert second["complete"] is True and second["examples"] == LIMIT and second["mismatches"] == 0
+    lines = [json.loads(line) for line in (tmp_path / "resume.json.progress.jsonl").read_text().splitlines()]
+    assert sorted(r["index"] for r in lines) == list(range(LIMIT))        # none lost, none repeated
+
+
+def test_resume_after_ctrl_c(tmp_path):
+    from conftest import DEFAULT_MODEL
+
+    def cb(done, total, rec):
+        if done == 3:
+            raise KeyboardInterrupt
+    out = tmp_path / "c.json"
+    first = evaluate(DEFAULT_MODEL, "emotion", limit=10, json_out=out, progress=cb)
+    assert first["complete"] is False and first["examples"] == 3
+    second = evaluate(DEFAULT_MODEL, "emotion", limit=10, json_out=out, resume=True)
+    assert second["examples"] == 10 and second["complete"]
+
+
+def test_hardware_board_needs_a_port(default_build, tmp_path):
+    from tinylm.evaluate import DeviceEngine, EvalError
+    eng = DeviceEngine(default_build)
+    eng.board = dict(eng.board, runs_on="hardware", name="some-board")
+    with pytest.raises(EvalError, match="--port"):
+        eng.start()
