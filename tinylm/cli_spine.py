@@ -27,7 +27,7 @@ def _progress() -> Progress:
 def train(task: str = typer.Option(..., help="task name, e.g. emotion"),
           out: Path = typer.Option(..., help="run directory to write"),
           config: str = typer.Option("tiny", help="model config: tiny (default model) or micro (seconds, for tests)"),
-          epochs: int = typer.Option(8, help="training epochs; the best one on validation is kept"),
+          epochs: int = typer.Option(6, help="training epochs; the best one on validation is kept"),
           lr: float = typer.Option(1e-3, help="peak learning rate (AdamW, cosine decay)"),
           seed: int = typer.Option(0),
           limit: Optional[int] = typer.Option(None, help="use only the first N training examples"),
@@ -139,7 +139,30 @@ def eval_cmd(target: Path = typer.Argument(..., help="build directory (device), 
         raise typer.Exit(3)
 
 
+def cost(build_dir: Path = typer.Argument(..., help="build directory of a qemu-* board (or give --port)"),
+         lengths: str = typer.Option("8,16,32,64", help="comma-separated input lengths in tokens"),
+         port: Optional[str] = typer.Option(None, help="device port/URL instead of starting QEMU"),
+         repeats: int = typer.Option(5, help="host-timed repetitions per length"),
+         json_out: bool = typer.Option(False, "--json", help="print JSON")):
+    """Instructions (QEMU) or cycles (hardware) per inference by input length, and host round-trip times."""
+    from .costs import measure_costs
+    from .evaluate import EvalError
+    try:
+        rows = measure_costs(build_dir, [int(x) for x in lengths.split(",")], port=port, repeats=repeats)
+    except (EvalError, ValueError) as e:
+        _fail(str(e))
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    unit = "instructions" if "instructions" in rows[0] else "cycles"
+    print(f"{'tokens':>6} {unit:>12} {'MACs':>10} {unit[:5] + '/MAC':>10} {'infer ms':>9} {'noop ms':>8}")
+    for r in rows:
+        print(f"{r['tokens']:>6} {r[unit]:>12} {r['macs']:>10} {r[unit] / r['macs']:>10.2f} "
+              f"{r['infer_ms']:>9.2f} {r['noop_ms']:>8.2f}")
+
+
 def register(app: typer.Typer) -> None:
+    app.command()(cost)
     app.command()(train)
     app.command()(quantize)
     app.command()(build)
