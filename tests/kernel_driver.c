@@ -16,7 +16,8 @@
 
 enum {
     OP_GATHER = 0, OP_POSITION_IDS, OP_MATMUL, OP_ADD_S32, OP_REQUANTIZE, OP_ADD_S8,
-    OP_LUT, OP_TRANSPOSE, OP_SOFTMAX, OP_RMSNORM, OP_ISQRT
+    OP_LUT, OP_TRANSPOSE, OP_SOFTMAX, OP_RMSNORM, OP_ISQRT,
+    OP_SEGMENT_IDS, OP_ATTENTION, OP_CAUSAL_DWCONV
 };
 
 #define MAX_PARAMS 16
@@ -190,6 +191,37 @@ int main(void)
             for (i = 0; i < a[0].count; ++i) {
                 ((uint64_t *)out)[i] = tinylm_isqrt_u64(((const uint64_t *)a[0].data)[i]);
             }
+            break;
+        case OP_SEGMENT_IDS: /* n; ids */
+            NEED(1, 1);
+            expect(&a[0], 4, p[0], "ids");
+            OUT(int32_t, p[0]);
+            segment_ids_s32(a[0].data, p[0], out);
+            break;
+        case OP_ATTENTION: { /* m, n, d, mult, shift, lut_len, out_mult, out_shift; q, kv, lut */
+            int32_t *scratch;
+            NEED(8, 3);
+            expect(&a[0], 1, (int64_t)p[0] * p[2], "q");
+            expect(&a[1], 1, (int64_t)p[1] * p[2], "kv");
+            expect(&a[2], 2, p[5], "lut");
+            OUT(int8_t, (int64_t)p[0] * p[2]);
+            /* exactly the bytes the helper asks for: ASan catches a kernel that uses more */
+            scratch = xmalloc((size_t)attention_s8_scratch_bytes(p[1], p[2]));
+            attention_s8(a[0].data, a[1].data, out, p[0], p[1], p[2], p[3], p[4], a[2].data, p[5],
+                         p[6], p[7], scratch);
+            free(scratch);
+            break;
+        }
+        case OP_CAUSAL_DWCONV: /* n, d, k, t0, rows; x (all n rows), w, bias */
+            NEED(5, 3);
+            expect(&a[0], 1, (int64_t)p[0] * p[1], "x");
+            expect(&a[1], 1, (int64_t)p[2] * p[1], "w");
+            expect(&a[2], 4, p[1], "bias");
+            if (p[3] < 0 || p[4] < 0 || p[3] + p[4] > p[0]) {
+                die("conv tile outside the input");
+            }
+            OUT(int32_t, (int64_t)p[4] * p[1]);
+            causal_dwconv_s8_s32(a[0].data, a[1].data, a[2].data, out, p[3], p[4], p[1], p[2]);
             break;
         default:
             die("unknown op");

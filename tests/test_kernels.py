@@ -44,10 +44,14 @@ KERNELS = {
     "transpose_s8": "transpose",
     "softmax_s32_s8": "softmax_int",
     "rmsnorm_s8": "rmsnorm_int",
+    "segment_ids_s32": "segment_ids",
+    "attention_s8": "attention_int",
+    "causal_dwconv_s8_s32": "causal_dwconv_int",
 }
 OP = {name: i for i, name in enumerate(
     ["gather", "position_ids", "matmul", "add_s32", "requantize", "add_s8",
-     "lut", "transpose", "softmax", "rmsnorm", "isqrt"])}
+     "lut", "transpose", "softmax", "rmsnorm", "isqrt",
+     "segment_ids", "attention", "causal_dwconv"])}
 
 SAN_FLAGS = ["-std=c99", "-O1", "-g", "-fsanitize=address,undefined",
              "-fno-sanitize-recover=all", "-Werror", "-Wall", "-Wextra"]
@@ -358,6 +362,96 @@ def test_isqrt_helper(driver, values):
     assert [int(g) for g in got] == [isqrt(x) for x in values]
     small = [x for x in values if x < 2**62]  # ops.isqrt's domain
     assert [int(r) for r in ops.isqrt(np.array(small, np.int64))] == [isqrt(x) for x in small]
+
+
+# ----------------------------------------------------------------------------- EmbBERT-Q
+
+@CASES
+@given(st.lists(st.one_of(st.sampled_from([4, 4, 0, 2]), st.integers(0, 8191)), max_size=40))
+def test_segment_ids(driver, ids):
+    ids = np.array(ids, np.int32)
+    got = np.frombuffer(driver.run("segment_ids", [len(ids)], [ids]), np.int32)
+    check(got, ops.segment_ids(ids))
+
+
+def test_segment_ids_examples():
+    assert ops.segment_ids(np.array([2, 7, 4, 9, 4, 5])).tolist() == [1, 1, 1, 2, 2, 2]
+    assert ops.segment_ids(np.array([4])).tolist() == [1]
+    assert ops.segment_ids(np.array([2, 9])).tolist() == [1, 1]
+
+
+ATT_MULT = st.one_of(MULT, st.integers(2**30, 2**31 - 1).map(lambda v: v), st.integers(1, 4096))
+
+
+@CASES
+@given(st.data(), st.integers(1, 5), st.integers(1, 40), st.integers(1, 24), ATT_MULT, SHIFT,
+       exp_luts(), RMS_MULT_SHIFT)
+def test_attention(driver, data, m, n, d, mult, shift, lut, out_ms):
+    q = data.draw(s8_array((m, d)))
+    kv = data.draw(s8_array((n, d)))
+    om, osh = out_ms if data.draw(st.booleans()) else (data.draw(MULT), data.draw(SHIFT))
+    got = np.frombuffer(driver.run("attention", [m, n, d, mult, shift, len(lut), om, osh],
+                                   [q, kv, lut]), np.int8)
+    check(got.reshape(m, d), ops.attention_int(q, kv, mult, shift, lut, om, osh))
+
+
+def test_attention_edges(driver):
+    """Largest scores (all -128: d * 2**14) and the largest sums p * kv at n = 256."""
+    from tinylm import qmath
+    lut = qmath.exp_lut()
+    for n, d in [(256, 128), (1, 1), (3, 128)]:
+        q = np.full((2, d), -128, np.int8)
+        kv = np.full((n, d), -128, np.int8)
+        kv[::2] = 127
+        for mult, shift, om, osh in [(2**31 - 1, 62, 2**31 - 1, 62), (1 << 20, 30, 1 << 30, 40),
+                                     (0, 1, 1, 1)]:
+            got = np.frombuffer(driver.run("attention", [2, n, d, mult, shift, len(lut), om, osh],
+                                           [q, kv, lut]), np.int8)
+            check(got.reshape(2, d), ops.attention_int(q, kv, mult, shift, lut, om, osh))
+
+
+def test_attention_is_softmax_then_matmul():
+    rng = np.random.default_rng(1)
+    q = rng.integers(-128, 128, (4, 16)).astype(np.int8)
+    kv = rng.integers(-128, 128, (9, 16)).astype(np.int8)
+    from tinylm import qmath
+    lut = qmath.exp_lut()
+    p = ops.softmax_int(ops.matmul_integer(q, kv.T), 12345, 20, lut)
+    want = ops.requantize(ops.matmul_integer(p, kv), np.array([1 << 29]), np.array([36]))
+    check(ops.attention_int(q, kv, 12345, 20, lut, 1 << 29, 36), want)
+
+
+@CASES
+@given(st.data(), st.integers(1, 40), st.integers(1, 12), st.integers(1, 34))
+def test_causal_dwconv(driver, data, n, d, k):
+    x = data.draw(s8_array((n, d)))
+    w = data.draw(s8_array((k, d)))
+    bias = data.draw(s32_array((d,), st.integers(-2**30, 2**30)))
+    t0 = data.draw(st.integers(0, n - 1))
+    rows = data.draw(st.integers(0, n - t0))
+    got = np.frombuffer(driver.run("causal_dwconv", [n, d, k, t0, rows], [x, w, bias]), np.int32)
+    check(got.reshape(rows, d), ops.causal_dwconv_int(x, w, bias)[t0:t0 + rows])
+
+
+def test_causal_dwconv_matches_direct_sum():
+    rng = np.random.default_rng(2)
+    x = rng.integers(-128, 128, (7, 3)).astype(np.int8)
+    w = rng.integers(-128, 128, (4, 3)).astype(np.int8)
+    b = rng.integers(-99, 99, 3).astype(np.int32)
+    y = ops.causal_dwconv_int(x, w, b)
+    for t in range(7):
+        for c in range(3):
+            want = b[c] + sum(int(w[j, c]) * int(x[t - 3 + j, c]) for j in range(4) if t - 3 + j >= 0)
+            assert y[t, c] == want
+
+
+def test_causal_dwconv_extremes(driver):
+    n, d, k = 64, 128, 32
+    x = np.full((n, d), -128, np.int8)
+    w = np.full((k, d), -128, np.int8)
+    bias = np.full(d, 2**31 - 1 - k * 2**14, np.int32)
+    got = np.frombuffer(driver.run("causal_dwconv", [n, d, k, 0, n], [x, w, bias]), np.int32)
+    check(got.reshape(n, d), ops.causal_dwconv_int(x, w, bias))
 
 
 # ----------------------------------------------------------------------------- builds

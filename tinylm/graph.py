@@ -38,6 +38,10 @@ OPS = {
     "Lut": (DOMAIN, 2, ()),
     "SoftmaxInt": (DOMAIN, 2, ("multiplier", "shift")),
     "RMSNormInt": (DOMAIN, 2, ("multiplier", "shift")),
+    # EmbBERT-Q
+    "SegmentIds": (DOMAIN, 1, ()),
+    "AttentionInt": (DOMAIN, 3, ("multiplier", "shift", "out_multiplier", "out_shift")),
+    "CausalDepthwiseConvInt": (DOMAIN, 3, ()),
 }
 
 

@@ -181,3 +181,70 @@ def isqrt(v: np.ndarray) -> np.ndarray:
     r = np.where(r * r > v, r - 1, r)
     r = np.where((r + 1) * (r + 1) <= v, r + 1, r)
     return r
+
+
+# ----------------------------------------------------------------------------- EmbBERT-Q
+
+SEP_ID = 4   # [SEP] in the tinylm tokenizer
+
+
+def segment_ids(ids: np.ndarray) -> np.ndarray:
+    """ai.tinylm.SegmentIds -- kernel ``segment_ids_s32``: EmbBERT's segment of each token.
+
+    int32 ids [n] -> int32 [n]: 1 for every token up to and including the first [SEP]
+    (id 4), 2 for every token after it. The device only ever sees real tokens, so the
+    float model's segment 0 (padding) never occurs.
+    """
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    is_sep = (ids == SEP_ID).astype(np.int64)
+    before = np.cumsum(is_sep) - is_sep          # [SEP]s strictly before position t
+    return np.where(before > 0, 2, 1).astype(np.int32)
+
+
+def attention_int(q: np.ndarray, kv: np.ndarray, multiplier: int, shift: int, exp_lut: np.ndarray,
+                  out_multiplier: int, out_shift: int) -> np.ndarray:
+    """ai.tinylm.AttentionInt -- kernel ``attention_s8``: EmbBERT's Efficient Attention
+    (keys = values = kv), fused, one query row at a time; the m x n matrix never exists.
+
+    int8 q [m, d], int8 kv [n, d], exp_lut uint16 [K] with exp_lut[0] > 0. For each row i:
+
+        s[j]   = sum_c q[i,c] * kv[j,c]                    int32, |s| <= d * 2**14
+        p[j]   = softmax_int(s, multiplier, shift, exp_lut) int8 in [0, 127] (scale 1/127)
+        acc[c] = sum_j p[j] * kv[j,c]                      int32, |acc| <= n * 127 * 128
+        y[i,c] = requantize(acc[c], out_multiplier, out_shift)   (per tensor)
+
+    i.e. exactly requantize(matmul_integer(softmax_int(matmul_integer(q, kv^T)), kv)).
+    Requires 1 <= n, d * 2**14 < 2**31, n * 127 * 128 < 2**31 (codegen checks both),
+    and the multiplier/shift domains of softmax_int and requantize. The C kernel needs
+    a scratch of n + d int32 (``attention_s8_scratch_bytes``).
+    """
+    s = matmul_integer(q, np.asarray(kv).T)
+    p = softmax_int(s, multiplier, shift, exp_lut)
+    acc = matmul_integer(p, kv)
+    return requantize(acc, np.array([out_multiplier]), np.array([out_shift]))
+
+
+def attention_scratch_bytes(n: int, d: int) -> int:
+    """Bytes of int32 scratch the attention_s8 kernel needs: scores (n) + one output row (d)."""
+    return 4 * (int(n) + int(d))
+
+
+def causal_dwconv_int(x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """ai.tinylm.CausalDepthwiseConvInt -- kernel ``causal_dwconv_s8_s32``.
+
+    int8 x [n, d], int8 w [k, d], int32 bias [d] -> int32 [n, d], a depthwise causal
+    convolution over time (each channel its own k taps; w[k-1] multiplies the current row):
+
+        y[t, c] = bias[c] + sum_{j=0..k-1, t-k+1+j >= 0} w[j, c] * x[t-k+1+j, c]
+
+    Exact: codegen proves |bias| + k * 128 * max|w| < 2**31.
+    """
+    x = np.asarray(x, np.int64)
+    w = np.asarray(w, np.int64)
+    n, k = x.shape[0], w.shape[0]
+    y = np.broadcast_to(np.asarray(bias, np.int64), x.shape).copy()
+    for j in range(k):
+        lag = k - 1 - j                      # x row t - lag
+        if lag < n:
+            y[lag:] += w[j] * x[:n - lag]
+    return y.astype(np.int32)

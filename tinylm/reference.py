@@ -94,6 +94,36 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         if g.shape[0] != x.shape[1]:
             raise GraphError(f"node {node.name!r} (RMSNormInt): gain length {g.shape[0]} != {x.shape[1]}")
         return ops.rmsnorm_int(x, g, a["multiplier"], a["shift"])
+    if op == "SegmentIds":
+        (ids,) = args
+        if ids.dtype not in (np.int32, np.int64) or ids.ndim != 1:
+            raise GraphError(f"node {node.name!r} (SegmentIds): input must be 1-D int32/int64")
+        return ops.segment_ids(ids)
+    if op == "AttentionInt":
+        q, kv, t = args
+        _expect(node, q, np.int8, 2, "query")
+        _expect(node, kv, np.int8, 2, "keys/values")
+        _expect(node, t, np.uint16, 1, "exp table")
+        if q.shape[1] != kv.shape[1]:
+            raise GraphError(f"node {node.name!r} (AttentionInt): width mismatch {q.shape} vs {kv.shape}")
+        if t[0] == 0:
+            raise GraphError(f"node {node.name!r} (AttentionInt): exp table entry 0 must be > 0")
+        for k in ("multiplier", "out_multiplier"):
+            if not 0 <= a[k] < 2 ** 31:
+                raise GraphError(f"node {node.name!r} (AttentionInt): {k} must be in [0, 2**31)")
+        for k in ("shift", "out_shift"):
+            if not 1 <= a[k] <= 62:
+                raise GraphError(f"node {node.name!r} (AttentionInt): {k} must be in 1..62")
+        return ops.attention_int(q, kv, a["multiplier"], a["shift"], t, a["out_multiplier"], a["out_shift"])
+    if op == "CausalDepthwiseConvInt":
+        x, w, b = args
+        _expect(node, x, np.int8, 2, "input")
+        _expect(node, w, np.int8, 2, "weight")
+        _expect(node, b, np.int32, 1, "bias")
+        if w.shape[1] != x.shape[1] or b.shape[0] != x.shape[1]:
+            raise GraphError(f"node {node.name!r} (CausalDepthwiseConvInt): weight {w.shape} / bias "
+                             f"{b.shape} do not match input width {x.shape[1]}")
+        return ops.causal_dwconv_int(x, w, b)
     raise GraphError(f"node {node.name!r}: unsupported op {op}")
 
 

@@ -39,6 +39,24 @@ void softmax_s32_s8(const int32_t *x, int8_t *out, int32_t rows, int32_t cols, i
 /* tinylm.ops.rmsnorm_int: integer RMSNorm of each row (cols <= 4096) times gain[cols], requantized. */
 void rmsnorm_s8(const int8_t *x, const int8_t *gain, int8_t *out, int32_t rows, int32_t cols, int32_t mult, int32_t shift);
 
+/* ---- EmbBERT-Q ---- */
+#define TINYLM_SEP_ID 4
+
+/* tinylm.ops.segment_ids: out[t] = 1 up to and including the first [SEP] (id 4), 2 after. */
+void segment_ids_s32(const int32_t *ids, int32_t n, int32_t *out);
+
+/* tinylm.ops.attention_int: Efficient Attention (keys = values = kv[n,d]) for m query rows,
+ * row by row; scratch holds attention_s8_scratch_bytes(n, d) bytes (n + d int32). */
+int32_t attention_s8_scratch_bytes(int32_t n, int32_t d);
+void attention_s8(const int8_t *q, const int8_t *kv, int8_t *out, int32_t m, int32_t n, int32_t d,
+                  int32_t mult, int32_t shift, const uint16_t *lut, int32_t lut_len,
+                  int32_t out_mult, int32_t out_shift, int32_t *scratch);
+
+/* tinylm.ops.causal_dwconv_int: causal depthwise conv (w[k,d], bias[d]) of the whole x[.,d],
+ * output rows t0 .. t0+rows-1 written to out[rows,d] (int32). */
+void causal_dwconv_s8_s32(const int8_t *x, const int8_t *w, const int32_t *bias, int32_t *out,
+                          int32_t t0, int32_t rows, int32_t d, int32_t k);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,71 @@
+/* attention_s8 -- twin of tinylm.ops.attention_int (ai.tinylm.AttentionInt): EmbBERT's
+ * Efficient Attention (keys = values = kv) one query row at a time, so the m x n score
+ * matrix never exists. Per query row i:
+ *   s[j]   = q[i] . kv[j]                              int32 (|s| <= d * 2**14)
+ *   e[j]   = exp lut of ((max - s[j]) * mult + 2**(shift-1)) >> shift   (uint64 index)
+ *   p[j]   = (e[j] * 127 + sum/2) / sum                in [0, 127], as softmax_s32_s8
+ *   acc[c] = sum_j p[j] * kv[j, c]                     int32 (|acc| <= n * 127 * 128)
+ *   y[i,c] = requantize(acc[c], out_mult, out_shift)
+ * scratch: n + d int32 (attention_s8_scratch_bytes): s/e/p in place, then one output row.
+ * Needs n >= 1, lut[0] > 0, n < 65537, and codegen's bounds on d and n. */
+#include "tinylm_kernels.h"
+#include "tinylm_fixedpoint.h"
+
+int32_t attention_s8_scratch_bytes(int32_t n, int32_t d)
+{
+    return 4 * (n + d);
+}
+
+void attention_s8(const int8_t *q, const int8_t *kv, int8_t *out, int32_t m, int32_t n, int32_t d,
+                  int32_t mult, int32_t shift, const uint16_t *lut, int32_t lut_len,
+                  int32_t out_mult, int32_t out_shift, int32_t *scratch)
+{
+    int32_t *s = scratch;      /* [n]: scores, then exp values, then probabilities */
+    int32_t *acc = scratch + n; /* [d] */
+    uint64_t last = (uint64_t)(lut_len - 1);
+    int32_t i, j, c;
+    for (i = 0; i < m; ++i) {
+        const int8_t *qr = q + i * d;
+        int32_t mx;
+        uint32_t sum = 0;
+        for (j = 0; j < n; ++j) {
+            const int8_t *kr = kv + j * d;
+            int32_t dot = 0;
+            for (c = 0; c < d; ++c) {
+                dot += (int32_t)qr[c] * (int32_t)kr[c];
+            }
+            s[j] = dot;
+        }
+        mx = s[0];
+        for (j = 1; j < n; ++j) {
+            if (s[j] > mx) {
+                mx = s[j];
+            }
+        }
+        for (j = 0; j < n; ++j) {
+            /* mx - s in [0, 2**32), mult < 2**31: product < 2**63, + half cannot wrap uint64 */
+            uint64_t diff = (uint64_t)((int64_t)mx - (int64_t)s[j]);
+            uint64_t z = tinylm_round_shift_u64(diff * (uint64_t)mult, shift);
+            uint16_t e = lut[(z < last) ? z : last];
+            s[j] = (int32_t)e;
+            sum += e;
+        }
+        for (c = 0; c < d; ++c) {
+            acc[c] = 0;
+        }
+        for (j = 0; j < n; ++j) {
+            /* e <= 65535, sum < 2**32: e * 127 + sum / 2 < 2**32; p <= 127 */
+            int32_t p = (int32_t)(((uint32_t)s[j] * 127u + (sum >> 1)) / sum);
+            const int8_t *vr = kv + j * d;
+            if (p == 0) {
+                continue; /* adds nothing */
+            }
+            for (c = 0; c < d; ++c) {
+                acc[c] += p * (int32_t)vr[c];
+            }
+        }
+        for (c = 0; c < d; ++c) {
+            out[i * d + c] = tinylm_requantize_s8(acc[c], out_mult, out_shift);
+        }
+    }
+}
