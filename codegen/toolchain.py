@@ -47,19 +47,28 @@ def load_board(name: str) -> dict:
 def render_linker_script(board: dict) -> str:
     """GNU ld script: vectors+code+rodata in flash, .data in RAM loaded from flash, .bss after
     it, and the stack as its own NOLOAD section at the very top of RAM (so it shows in the ELF
-    and overlapping it with .bss fails the link)."""
+    and overlapping it with .bss fails the link).
+
+    A board whose reset vector address lies outside its flash region (QEMU mps3-an547 reads it
+    at 0x00000000, in a 512 KB ITCM too small for the image) names vectors_origin/vectors_bytes:
+    the vector table then gets that region of its own, and counts as flash."""
+    vectors_mem = vectors_sec = ""
+    if "vectors_origin" in board:
+        vectors_mem = (f"\n  VECTORS (rx) : ORIGIN = {board['vectors_origin']:#010x}, "
+                       f"LENGTH = {board.get('vectors_bytes', 1024)}")
+        vectors_sec = "  .isr_vector : { KEEP(*(.isr_vector)) } > VECTORS\n"
     return f"""/* Rendered by codegen/toolchain.py from boards/{board['name']}.toml; do not edit. */
 ENTRY(Reset_Handler)
 MEMORY
 {{
   FLASH (rx)  : ORIGIN = {board['flash_origin']:#010x}, LENGTH = {board['flash_bytes']}
-  RAM   (rwx) : ORIGIN = {board['ram_origin']:#010x}, LENGTH = {board['ram_bytes']}
+  RAM   (rwx) : ORIGIN = {board['ram_origin']:#010x}, LENGTH = {board['ram_bytes']}{vectors_mem}
 }}
 __stack_size = {board['stack_bytes']};
 
 SECTIONS
 {{
-  .text :
+{vectors_sec}  .text :
   {{
     KEEP(*(.isr_vector))
     *(.text .text.*)
@@ -136,7 +145,7 @@ def compile_firmware(c_files, include_dirs, board: dict, out_dir, *, opt: str = 
     ld = out / "linker.ld"
     ld.write_text(render_linker_script(board))
     elf, map_file = out / f"{name}.elf", out / f"{name}.map"
-    defs = {"TINYLM_BOARD_NAME": f'"{board["name"]}"', **(defines or {})}
+    defs = {"TINYLM_BOARD_NAME": f'"{board["name"]}"', **board.get("defines", {}), **(defines or {})}
     cmd = [gcc, *board["cflags"], opt, "-g", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration",
            "-ffunction-sections", "-fdata-sections", "-ffreestanding",
            *[f"-D{k}={v}" for k, v in defs.items()],

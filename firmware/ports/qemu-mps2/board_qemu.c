@@ -1,24 +1,41 @@
-/* QEMU mps2-an386 port: CMSDK UART0 (polled) for serial, the MPS2 FPGAIO 25 MHz counter for time,
- * SysTick for cost. Under -icount shift=0 one instruction is 1 ns of virtual time, so one 25 MHz tick
- * is exactly 40 instructions. */
+/* QEMU MPS2/MPS3 port: CMSDK UART0 (polled) for serial, the MPS2 FPGAIO counter for time,
+ * SysTick for cost. Under -icount shift=0 one instruction is 1 ns of virtual time, so one tick of
+ * a 25 MHz clock is exactly 40 instructions.
+ *
+ * The defaults are mps2-an386/an500 (UART0 0x40004000, FPGAIO 0x40028000, 25 MHz). Other QEMU
+ * machines with the same CMSDK UART and FPGAIO pass their addresses and clock from the board
+ * descriptor's [defines] table (e.g. boards/qemu-m33.toml: the an505's secure aliases, 20 MHz). */
 #include "board.h"
 
-#define UART0_BASE 0x40004000u
+#ifndef TINYLM_UART0_BASE
+#define TINYLM_UART0_BASE 0x40004000u
+#endif
+#ifndef TINYLM_FPGAIO_BASE
+#define TINYLM_FPGAIO_BASE 0x40028000u
+#endif
+#ifndef TINYLM_SYSCLK_HZ
+#define TINYLM_SYSCLK_HZ 25000000u     /* CPU clock = SysTick clock = FPGAIO counter clock */
+#endif
+
+#define UART0_BASE TINYLM_UART0_BASE
 #define UART_DATA (*(volatile uint32_t *)(UART0_BASE + 0x00))
 #define UART_STATE (*(volatile uint32_t *)(UART0_BASE + 0x04))  /* bit0 TX full, bit1 RX full */
 #define UART_CTRL (*(volatile uint32_t *)(UART0_BASE + 0x08))   /* bit0 TX enable, bit1 RX enable */
 #define UART_BAUDDIV (*(volatile uint32_t *)(UART0_BASE + 0x10))
 
-#define FPGAIO_COUNTER_ADDR 0x40028018u
-#define FPGAIO_COUNTER (*(volatile uint32_t *)FPGAIO_COUNTER_ADDR)
-#define COUNTER_HZ 25000000u
-#define INSTR_PER_TICK 40u
+#define FPGAIO_COUNTER (*(volatile uint32_t *)(TINYLM_FPGAIO_BASE + 0x18u))
+#define COUNTER_HZ TINYLM_SYSCLK_HZ
+/* Instructions per tick of the clock = 1e9 / Hz (40 at 25 MHz, 50 at 20 MHz, 31.25 at 32 MHz);
+ * kept as the fraction NUM/DEN so that a non-integer ratio stays exact per tick. */
+#define INSTR_NUM 1000000000ull
+#define INSTR_DEN ((uint64_t)TINYLM_SYSCLK_HZ)
 
 #ifndef TINYLM_BOARD_NAME
 #define TINYLM_BOARD_NAME "qemu-m4"
 #endif
 
 static uint64_t cost_overhead;   /* ticks of an empty begin/end pair */
+static uint64_t last_raw_ticks;  /* ticks of the last measurement before the overhead is subtracted */
 
 void board_init(void)
 {
@@ -27,7 +44,8 @@ void board_init(void)
     /* Calibrate: the cost of an empty begin/end pair is subtracted from every measurement. */
     board_cost_begin();
     cost_overhead = 0;
-    cost_overhead = board_cost_end() / INSTR_PER_TICK;
+    (void)board_cost_end();
+    cost_overhead = last_raw_ticks;
 }
 
 void board_putc(char c)
@@ -60,7 +78,7 @@ static uint64_t extend(uint32_t raw)
 
 uint32_t board_time_us(void)
 {
-    return (uint32_t)(extend(FPGAIO_COUNTER) / (COUNTER_HZ / 1000000u));
+    return (uint32_t)(extend(FPGAIO_COUNTER) * 1000000ull / COUNTER_HZ);
 }
 
 /* Cost comes from SysTick on the processor clock (25 MHz, so also 40 instructions per tick),
@@ -94,7 +112,8 @@ __attribute__((noinline)) void board_cost_begin(void)
     while (SYST_CVR == 0) {}
 }
 
-__attribute__((noinline)) uint64_t board_cost_end(void)
+/* Ticks since board_cost_begin, less the calibrated overhead. */
+static uint64_t board_cost_end_ticks(void)
 {
     uint32_t value = SYST_CVR;
     SYST_CSR = 0;
@@ -103,8 +122,13 @@ __attribute__((noinline)) uint64_t board_cost_end(void)
         if (value > SYST_MAX / 2) systick_wraps++;
     }
     uint64_t ticks = ((uint64_t)systick_wraps << 24) + (SYST_MAX - value);
-    ticks = ticks > cost_overhead ? ticks - cost_overhead : 0;
-    return ticks * INSTR_PER_TICK;
+    last_raw_ticks = ticks;
+    return ticks > cost_overhead ? ticks - cost_overhead : 0;
+}
+
+__attribute__((noinline)) uint64_t board_cost_end(void)
+{
+    return board_cost_end_ticks() * INSTR_NUM / INSTR_DEN;
 }
 
 const char *board_cost_unit(void) { return "instr"; }
