@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import typer
 
-from . import cli_embbert, cli_spine
+from . import cli_boards, cli_embbert, cli_spine
 
 app = typer.Typer(
     help="tinylm: train tiny language models, quantize them to integer-only ONNX, compile them "
          "to C for Cortex-M boards, and evaluate them over serial (real board or QEMU).",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-for _module in (cli_spine, cli_embbert):
+for _module in (cli_spine, cli_embbert, cli_boards):
     _module.register(app)
 
 
