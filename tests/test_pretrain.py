@@ -136,3 +136,18 @@ def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
     state = serialization.msgpack_restore((tmp_path / "c" / "ckpt.msgpack").read_bytes())
     assert state["step"] == 3
     assert json.loads((tmp_path / "c" / "run.json").read_text())["step"] == 3
+
+
+def test_bench_table_reuses_finished_tasks(tmp_path):
+    from tinylm.finetune import bench
+    for t, s in [("emotion", 0.8), ("snips", 0.9)]:
+        (tmp_path / t).mkdir()
+        (tmp_path / t / "run.json").write_text(json.dumps(dict(
+            metric="accuracy", validation_score=s, best_epoch=2, wall_s=10.0, n_train=5, max_len=64)))
+    res = bench(tmp_path / "pre", "tinynlp", tmp_path, tasks=["emotion", "snips"], reuse=True,
+                log=lambda s: None)
+    assert res["average"] == pytest.approx(85.0)
+    assert "| emotion | accuracy | 80.00 | 89.58 |" in res["table"]
+    assert "average (2/7)" in res["table"]
+    with pytest.raises(ValueError, match="not in suite"):
+        bench(tmp_path / "pre", "tinynlp", tmp_path, tasks=["cola"])

@@ -144,6 +144,8 @@ def register(app: typer.Typer) -> None:
         minutes: Optional[float] = typer.Option(None, help="Wall-time limit per task."),
         data_dir: Optional[Path] = typer.Option(None),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+        reuse: bool = typer.Option(False, help="Reuse tasks already finetuned in OUT/<task> (run.json present)."),
+        task_max_len: Optional[str] = typer.Option(None, help="Per-task max_len overrides, e.g. imdb=256,emotion=64."),
     ):
         """Finetune and evaluate every task of a suite; prints (and writes) a markdown table."""
         from tinylm.finetune import bench
@@ -151,7 +153,9 @@ def register(app: typer.Typer) -> None:
         try:
             res = bench(pre, suite, out, tasks=tasks.split(",") if tasks else None, epochs=epochs,
                         max_len=max_len, lr=lr, seed=seed, max_train=max_train, minutes=minutes,
-                        data_dir=data_dir, log=lambda s: typer.echo(s, err=True))
+                        data_dir=data_dir, log=lambda s: typer.echo(s, err=True), reuse=reuse,
+                        task_max_len={k: int(v) for k, v in (kv.split("=") for kv in task_max_len.split(","))}
+                        if task_max_len else None)
         except (DataError, KeyError, ValueError) as e:
             _fail(str(e).strip("'\""))
         typer.echo(res["table"])

@@ -186,11 +186,13 @@ def finetune(pre: str | Path, task_name: str, out: str | Path, cfg: FinetuneConf
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     res = dict(task=task.name, metric=task.metric, score=float(best), best_epoch=best_epoch,
+               max_len=cfg.max_len,
                wall_s=round(wall, 1), n_train=len(train), n_val=len(val),
                stopped_early=stopped_early)
     meta = dict(arch="embbert", config=config, task=task.name, label_names=list(task.label_names),
                 max_len=cfg.max_len, metric=task.metric, validation_score=float(best),
                 best_epoch=best_epoch, history=history, finetune=asdict(cfg), wall_s=round(wall, 1),
+                n_train=len(train), n_val=len(val), stopped_early=stopped_early,
                 pretrained_from=str(pre), pretrain_tokens=pre_meta.get("tokens"))
     (out / "run.json").write_text(json.dumps(meta, indent=1))
     (out / "tokenizer.json").write_text(tok.to_str())
@@ -200,7 +202,8 @@ def finetune(pre: str | Path, task_name: str, out: str | Path, cfg: FinetuneConf
 
 def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, max_len: int = 128,
           lr: float = 5e-4, seed: int = 0, max_train=None, minutes=None, data_dir=None,
-          log: Callable[[str], None] = print) -> dict:
+          log: Callable[[str], None] = print, reuse: bool = False,
+          task_max_len: dict | None = None) -> dict:
     """Finetunes every task of a suite (or `tasks`), returns rows and a markdown table."""
     from tinynlp_data import GLUE, TINYNLP, get_task
     from tinynlp_data.metrics import glue_average
@@ -214,26 +217,35 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
     out = Path(out) if out else Path(pre) / f"bench-{suite}"
     rows = []
     for name in names:
-        cfg = FinetuneConfig(epochs=epochs, lr=lr, max_len=max_len, seed=seed, max_train=max_train,
+        done = out / name / "run.json"
+        if reuse and done.is_file():
+            m = json.loads(done.read_text())
+            r = dict(task=name, metric=m["metric"], score=m["validation_score"], best_epoch=m["best_epoch"],
+                     wall_s=m["wall_s"], n_train=m.get("n_train"), max_len=m["max_len"], reused=True)
+            log(f"[bench] {name}: reusing {done} ({r['metric']} {r['score']:.4f})")
+            rows.append(r)
+            continue
+        ml = (task_max_len or {}).get(name, max_len)
+        cfg = FinetuneConfig(epochs=epochs, lr=lr, max_len=ml, seed=seed, max_train=max_train,
                              max_minutes=minutes)
         log(f"[bench] {name}: finetuning ...")
-        r = finetune(pre, name, out / name, cfg, data_dir=data_dir)
+        r = finetune(pre, name, out / name, cfg, data_dir=data_dir) | {"max_len": ml}
         log(f"[bench] {name}: validation {r['metric']} {r['score']:.4f} in {r['wall_s']:.0f} s")
         rows.append(r)
         (out / "results.json").write_text(json.dumps(rows, indent=1))
-    lines = ["| task | metric | validation (ours) | authors (test, fp32) | best epoch | train examples | finetune wall s |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| task | metric | validation (ours) | authors (test, fp32) | best epoch | max_len | train examples | finetune wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         a = AUTHORS_TINYNLP.get(r["task"])
         lines.append(f"| {r['task']} | {r['metric']} | {100 * r['score']:.2f} | "
-                     f"{'%.2f' % a if a is not None else '-'} | {r['best_epoch']} | {r['n_train']} | {r['wall_s']:.0f} |")
+                     f"{'%.2f' % a if a is not None else '-'} | {r['best_epoch']} | {r['max_len']} | {r['n_train']} | {r['wall_s']:.0f} |")
     avg = float(np.mean([100 * r["score"] for r in rows])) if rows else float("nan")
     if suite == "tinynlp":
         ref = np.mean([AUTHORS_TINYNLP[r["task"]] for r in rows]) if rows else float("nan")
-        lines.append(f"| **average ({len(rows)}/7)** | | **{avg:.2f}** | {ref:.2f} (all 7: {AUTHORS_TINYNLP_AVG}) | | | |")
+        lines.append(f"| **average ({len(rows)}/7)** | | **{avg:.2f}** | {ref:.2f} (all 7: {AUTHORS_TINYNLP_AVG}) | | | | |")
     else:
         g = glue_average({r["task"]: r["score"] for r in rows})
-        lines.append(f"| **GLUE average ({len(rows)}/9)** | | **{100 * g:.2f}** | | | | |")
+        lines.append(f"| **GLUE average ({len(rows)}/9)** | | **{100 * g:.2f}** | | | | | |")
     table = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
