@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinylm.graph import INPUT, OUTPUT, Graph, GraphError
+from tinylm.ops import attention_scratch_bytes
 from tinylm.reference import shape_templates
 
 from . import planner
@@ -71,6 +72,21 @@ def check_bounds(graph: Graph, shapes) -> None:
             b = graph.max_len
         elif node.op == "Gather":
             b = ins[0]
+        elif node.op == "SegmentIds":
+            b = 2
+        elif node.op == "AttentionInt":
+            d = shapes[node.inputs[0]][0][1] if node.inputs[0] in shapes else graph.weights[node.inputs[0]].shape[1]
+            scores = d * ins[0] * ins[1]              # q . kv over d
+            acc = graph.max_len * 127 * ins[1]        # sum_j p_j * kv_j, p <= 127
+            b = max(scores, acc)
+            if b > INT32_MAX:
+                what = "scores q.kv" if scores > INT32_MAX else "sum of p * kv"
+                raise BoundError(f"node {node.name!r} ({node.op}): accumulator bound {b} ({what}) exceeds "
+                                 "int32; the model could overflow on the device")
+            b = 128
+        elif node.op == "CausalDepthwiseConvInt":
+            k = graph.weights[node.inputs[1]].shape[0] if node.inputs[1] in graph.weights else graph.max_len
+            b = ins[2] + min(k, graph.max_len) * ins[0] * ins[1]
         else:
             b = 128
         if b > INT32_MAX:
@@ -79,7 +95,74 @@ def check_bounds(graph: Graph, shapes) -> None:
         bound[out] = b
 
 
-def lower(graph: Graph) -> Lowered:
+# Ops whose output row i depends only on row i of their "row" inputs: a run of them can be
+# executed a few rows at a time (a row tile), so tensors that live only inside the run need
+# tile-sized buffers instead of L-row ones. op -> (row inputs, context inputs); every other
+# input must be a weight. Context inputs are read whole (AttentionInt's keys/values, the
+# convolution's window of earlier rows), so they must be complete before the run starts.
+TILEABLE = {
+    "MatMulInteger": ((0,), ()),
+    "Add": ((0, 1), ()),
+    "Requantize": ((0,), ()),
+    "Lut": ((0,), ()),
+    "AddInt8": ((0, 1), ()),
+    "RMSNormInt": ((0,), ()),
+    "Gather": ((1,), ()),
+    "AttentionInt": ((0,), (1,)),
+    "CausalDepthwiseConvInt": ((), (0,)),
+}
+TILE_ROWS = 1   # rows per tile: 1 keeps the RAM of a fused EmbBERT layer at ~2 KB
+
+
+@dataclass
+class Region:
+    start: int
+    end: int          # inclusive node indices
+
+
+def _tile_regions(graph: Graph, shapes) -> tuple[list[Region], dict]:
+    """Maximal runs (>= 2 nodes) of tileable nodes; returns them and, per node index, the
+    (row inputs, context inputs) of a node that sits in a run."""
+    def row_dim_n(t):
+        return t in shapes and len(shapes[t][0]) >= 1 and shapes[t][0][0] == "n"
+
+    info = {}
+    for i, node in enumerate(graph.nodes):
+        spec = TILEABLE.get(node.op)
+        if spec is None or not row_dim_n(node.outputs[0]) or node.outputs[0] == OUTPUT:
+            continue
+        rows, ctx = spec
+        rows = [node.inputs[j] for j in rows if node.inputs[j] not in graph.weights]
+        ctx = [node.inputs[j] for j in ctx]
+        others = [t for j, t in enumerate(node.inputs) if t not in rows and t not in ctx]
+        if any(t not in graph.weights for t in others) or not all(row_dim_n(t) for t in rows):
+            continue
+        if any(t not in shapes for t in ctx):
+            continue
+        info[i] = (rows, ctx)
+    # a tensor read whole (context) must be complete before its readers run: its producer
+    # closes the run it belongs to
+    context = {t for v in info.values() for t in v[1]}
+    regions, cur, produced = [], None, set()
+    for i, node in enumerate(graph.nodes):
+        if i in info and cur is not None and not (produced & context):
+            cur.end = i
+        elif i in info:
+            if cur is not None:
+                regions.append(cur)
+            cur, produced = Region(i, i), set()
+        else:
+            if cur is not None:
+                regions.append(cur)
+            cur, produced = None, set()
+            continue
+        produced.add(node.outputs[0])
+    if cur is not None:
+        regions.append(cur)
+    return [r for r in regions if r.end > r.start], info
+
+
+def lower(graph: Graph, tile_rows: int = TILE_ROWS) -> Lowered:
     shapes = shape_templates(graph)
     check_bounds(graph, shapes)
     L = graph.max_len
@@ -97,69 +180,162 @@ def lower(graph: Graph) -> Lowered:
         wdefs.append(f"const {ctype} {cname}[{count}] __attribute__((aligned(4))) = {{\n"
                      + _c_array(arr.reshape(-1)) + "\n};")
 
+    # --- row tiles: which tensors only ever exist a tile at a time
+    regions, tinfo = _tile_regions(graph, shapes)
+    region_of = {i: r for r in regions for i in range(r.start, r.end + 1)}
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.nodes):
+        for t in node.inputs:
+            consumers.setdefault(t, []).append(i)
+    tile_local = set()
+    for r in regions:
+        for i in range(r.start, r.end + 1):
+            t = graph.nodes[i].outputs[0]
+            users = consumers.get(t, [])
+            if t != OUTPUT and users and all(region_of.get(u) is r and t in tinfo[u][0] for u in users):
+                tile_local.add(t)
+
+    def rows_at(t):  # rows the buffer is sized for
+        return tile_rows if t in tile_local else L
+
     # --- activations: one arena, offsets from the liveness planner
-    sizes = {t: size_at(shp, L) * np.dtype(dt).itemsize for t, (shp, dt) in shapes.items() if t != INPUT}
+    sizes = {}
+    for t, (shp, dt) in shapes.items():
+        if t == INPUT:
+            continue
+        n_rows = rows_at(t)
+        sizes[t] = size_at(shp, n_rows) * np.dtype(dt).itemsize
+        if t in tile_local:
+            sizes[t] = size_at(shp, 1) * np.dtype(dt).itemsize * tile_rows
     buffers = planner.lifetimes(graph.nodes, sizes, {OUTPUT})
+    by_name = {b.name: b for b in buffers}
+    for r in regions:   # full tensors touched by a tile loop live across the whole loop
+        for i in range(r.start, r.end + 1):
+            node = graph.nodes[i]
+            for t in node.inputs + node.outputs:
+                if t in by_name and t not in tile_local:
+                    by_name[t].first = min(by_name[t].first, r.start)
+                    by_name[t].last = max(by_name[t].last, r.end)
+    scratch = {}
+    for i, node in enumerate(graph.nodes):
+        if node.op == "AttentionInt":
+            d = shapes[node.inputs[1]][0][1]
+            name = node.outputs[0] + ".scratch"
+            scratch[i] = name
+            buffers.append(planner.Buffer(name, attention_scratch_bytes(L, d), i, i))
     arena = planner.plan(buffers)
     planner.check(buffers)
     anames = {INPUT: "ids"}
     decls = []
     for buf in sorted(buffers, key=lambda b: b.first):
-        shp, dt = shapes[buf.name]
         cname = c_ident(buf.name, "t_")
         anames[buf.name] = cname
+        if buf.name.endswith(".scratch") and buf.name not in shapes:
+            decls.append(f"    int32_t *const {cname} = (int32_t *)(arena + {buf.offset});  /* scratch */")
+            continue
+        shp, dt = shapes[buf.name]
+        shown = [f"{tile_rows} (tile)" if d == "n" and buf.name in tile_local else d for d in shp]
         decls.append(f"    {CTYPE[np.dtype(dt)]} *const {cname} = ({CTYPE[np.dtype(dt)]} *)(arena + {buf.offset});"
-                     f"  /* {list(shp)} */")
-
-    def ref(t):
-        return wnames.get(t) or anames[t]
+                     f"  /* {shown} */")
 
     def shape(t):
         if t in shapes:
             return shapes[t][0]
         return tuple(graph.weights[t].shape)
 
-    calls = []
-    for node in graph.nodes:
-        i, o, a = node.inputs, ref(node.outputs[0]), node.attrs
-        calls.append(f"    /* {node.name} */")
+    def node_calls(i, node, tiled: bool) -> list[str]:
+        row_in = set(tinfo[i][0]) if tiled else set()
+
+        def ref(t, as_row=False):
+            if t in wnames:
+                return wnames[t]
+            base = anames[t]
+            if tiled and (as_row or t == node.outputs[0]) and t not in tile_local:
+                shp = shape(t)
+                stride = size_expr(shp[1:]) if len(shp) > 1 else "1"
+                return f"({base} + r0 * {stride})" if stride != "1" else f"({base} + r0)"
+            return base
+
+        def dim(t, axis=0):
+            d = shape(t)[axis]
+            if tiled and axis == 0 and d == "n" and (t in row_in or t == node.outputs[0]):
+                return "nr"
+            return dim_expr(d)
+
+        def size(t):
+            return "*".join([dim(t, 0)] + [dim_expr(d) for d in shape(t)[1:]])
+
+        i_, o, a = node.inputs, ref(node.outputs[0]), node.attrs
+        R = lambda t: ref(t, t in row_in)  # noqa: E731
+        out = [f"/* {node.name} */"]
         if node.op == "Gather":
-            rows, cols = shape(i[0])
-            count = dim_expr(shape(i[1])[0])
-            calls.append(f"    gather_s8({ref(i[0])}, {dim_expr(rows)}, {dim_expr(cols)}, {ref(i[1])}, {count}, {o});")
+            rows, cols = shape(i_[0])
+            out.append(f"gather_s8({R(i_[0])}, {dim_expr(rows)}, {dim_expr(cols)}, {R(i_[1])}, {dim(i_[1])}, {o});")
         elif node.op == "PositionIds":
-            calls.append(f"    position_ids_s32(n, {o});")
+            out.append(f"position_ids_s32(n, {o});")
+        elif node.op == "SegmentIds":
+            out.append(f"segment_ids_s32({R(i_[0])}, n, {o});")
         elif node.op == "MatMulInteger":
-            m, k = shape(i[0])
-            _, nn = shape(i[1])
-            calls.append(f"    matmul_s8_s32({ref(i[0])}, {ref(i[1])}, {o}, {dim_expr(m)}, {dim_expr(k)}, {dim_expr(nn)});")
+            _, k = shape(i_[0])
+            _, nn = shape(i_[1])
+            out.append(f"matmul_s8_s32({R(i_[0])}, {R(i_[1])}, {o}, {dim(i_[0])}, {dim_expr(k)}, {dim_expr(nn)});")
         elif node.op == "Add":
-            r, c = shape(i[0])
-            b_rows = dim_expr(r) if tuple(shape(i[1])) == tuple(shape(i[0])) else "1"
-            calls.append(f"    add_s32({ref(i[0])}, {ref(i[1])}, {o}, {dim_expr(r)}, {dim_expr(c)}, {b_rows});")
+            _, c = shape(i_[0])
+            b_rows = dim(i_[0]) if tuple(shape(i_[1])) == tuple(shape(i_[0])) else "1"
+            out.append(f"add_s32({R(i_[0])}, {R(i_[1])}, {o}, {dim(i_[0])}, {dim_expr(c)}, {b_rows});")
         elif node.op == "Requantize":
-            r, c = shape(i[0])
-            ch = graph.weights[i[1]].size
-            calls.append(f"    requantize_s32_s8({ref(i[0])}, {ref(i[1])}, {ref(i[2])}, {ch}, {o}, {dim_expr(r)}, {dim_expr(c)});")
+            _, c = shape(i_[0])
+            ch = graph.weights[i_[1]].size
+            out.append(f"requantize_s32_s8({R(i_[0])}, {R(i_[1])}, {R(i_[2])}, {ch}, {o}, {dim(i_[0])}, {dim_expr(c)});")
         elif node.op == "AddInt8":
-            calls.append(f"    add_s8({ref(i[0])}, {ref(i[1])}, {o}, {size_expr(shape(i[0]))}, "
-                         f"{a['ma']}, {a['mb']}, {a['shift']});")
+            out.append(f"add_s8({R(i_[0])}, {R(i_[1])}, {o}, {size(i_[0])}, {a['ma']}, {a['mb']}, {a['shift']});")
         elif node.op == "Lut":
-            calls.append(f"    lut_s8({ref(i[0])}, {ref(i[1])}, {o}, {size_expr(shape(i[0]))});")
+            out.append(f"lut_s8({R(i_[0])}, {R(i_[1])}, {o}, {size(i_[0])});")
         elif node.op == "Transpose":
-            r, c = shape(i[0])
-            calls.append(f"    transpose_s8({ref(i[0])}, {o}, {dim_expr(r)}, {dim_expr(c)});")
+            r, c = shape(i_[0])
+            out.append(f"transpose_s8({R(i_[0])}, {o}, {dim_expr(r)}, {dim_expr(c)});")
         elif node.op == "SoftmaxInt":
-            r, c = shape(i[0])
-            k = graph.weights[i[1]].size
-            calls.append(f"    softmax_s32_s8({ref(i[0])}, {o}, {dim_expr(r)}, {dim_expr(c)}, "
-                         f"{a['multiplier']}, {a['shift']}, {ref(i[1])}, {k});")
+            r, c = shape(i_[0])
+            k = graph.weights[i_[1]].size
+            out.append(f"softmax_s32_s8({R(i_[0])}, {o}, {dim_expr(r)}, {dim_expr(c)}, "
+                       f"{a['multiplier']}, {a['shift']}, {R(i_[1])}, {k});")
         elif node.op == "RMSNormInt":
-            r, c = shape(i[0])
-            calls.append(f"    rmsnorm_s8({ref(i[0])}, {ref(i[1])}, {o}, {dim_expr(r)}, {dim_expr(c)}, "
-                         f"{a['multiplier']}, {a['shift']});")
+            _, c = shape(i_[0])
+            out.append(f"rmsnorm_s8({R(i_[0])}, {R(i_[1])}, {o}, {dim(i_[0])}, {dim_expr(c)}, "
+                       f"{a['multiplier']}, {a['shift']});")
+        elif node.op == "AttentionInt":
+            _, d = shape(i_[0])
+            k = graph.weights[i_[2]].size
+            out.append(f"attention_s8({R(i_[0])}, {ref(i_[1])}, {o}, {dim(i_[0])}, {dim_expr(shape(i_[1])[0])}, "
+                       f"{dim_expr(d)}, {a['multiplier']}, {a['shift']}, {R(i_[2])}, {k}, "
+                       f"{a['out_multiplier']}, {a['out_shift']}, {anames[scratch[i]]});")
+        elif node.op == "CausalDepthwiseConvInt":
+            _, d = shape(i_[0])
+            k = shape(i_[1])[0]
+            t0, rows = ("r0", "nr") if tiled else ("0", dim_expr(shape(i_[0])[0]))
+            out.append(f"causal_dwconv_s8_s32({ref(i_[0])}, {R(i_[1])}, {R(i_[2])}, {o}, {t0}, {rows}, "
+                       f"{dim_expr(d)}, {k});")
         else:  # graph.load() already refuses unknown ops
             raise GraphError(f"node {node.name!r}: no kernel for op {node.op}")
+        return out
+
+    calls = []
+    i = 0
+    starts = {r.start: r for r in regions}
+    while i < len(graph.nodes):
+        if i in starts:
+            r = starts[i]
+            calls.append(f"    /* row tiles of {tile_rows}: nodes {graph.nodes[r.start].name} .. {graph.nodes[r.end].name} */")
+            calls.append(f"    for (int32_t r0 = 0; r0 < n; r0 += {tile_rows}) {{")
+            calls.append(f"        const int32_t nr = (n - r0 < {tile_rows}) ? (n - r0) : {tile_rows};")
+            calls.append("        (void)nr;")
+            for j in range(r.start, r.end + 1):
+                calls += ["        " + line for line in node_calls(j, graph.nodes[j], True)]
+            calls.append("    }")
+            i = r.end + 1
+        else:
+            calls += ["    " + line for line in node_calls(i, graph.nodes[i], False)]
+            i += 1
 
     num_labels = max(1, len(graph.label_names))
     model_c = MODEL_C.format(
@@ -167,7 +343,11 @@ def lower(graph: Graph) -> Lowered:
         arena=max(arena, 8), decls="\n".join(decls), calls="\n".join(calls), out=anames[OUTPUT])
     weights_h = WEIGHTS_H.format(decls="\n".join(wdecl))
     weights_c = '#include "weights.h"\n\n' + "\n\n".join(wdefs) + "\n"
-    return Lowered(model_c, weights_c, weights_h, buffers, arena, weights, shapes)
+    acts = {t: (tuple(tile_rows if d == "n" else d for d in shp) if t in tile_local else shp, dt)
+            for t, (shp, dt) in shapes.items()}
+    for i, name in scratch.items():
+        acts[name] = ((attention_scratch_bytes(L, shapes[graph.nodes[i].inputs[1]][0][1]) // 4,), np.dtype(np.int32))
+    return Lowered(model_c, weights_c, weights_h, buffers, arena, weights, acts)
 
 
 def _c_array(flat: np.ndarray, per_line: int = 24) -> str:
