@@ -58,8 +58,14 @@ def quantize(run: Path = typer.Argument(..., help="float run directory (from tin
              data_dir: Optional[Path] = typer.Option(None)):
     """Quantize a float run to an integer-only ONNX graph (int8 weights and activations)."""
     from .floatrun import RunError
-    from .quantize_tiny import quantize_run
+    from .floatrun import FloatRun
     try:
+        arch = FloatRun(run).arch
+        if arch == "embbert":   # EmbBERT-Q (tinylm/quantize_embbert.py); calibration on <= 256 examples
+            from .quantize_embbert import quantize_run
+            calib = min(calib, 256)
+        else:
+            from .quantize_tiny import quantize_run
         quantize_run(run, out, calib=calib, name=name, data_dir=data_dir)
     except (RunError, ValueError) as e:
         _fail(str(e))

@@ -13,6 +13,12 @@ from .evaluate import DeviceEngine
 MAC_COUNTERS = {
     "MatMulInteger": lambda node, env: (env[node.inputs[0]].shape[0] * env[node.inputs[0]].shape[1]
                                         * env[node.inputs[1]].shape[1]),
+    # EmbBERT-Q: scores q.kv and p.kv for every query row
+    "AttentionInt": lambda node, env: 2 * (env[node.inputs[0]].shape[0] * env[node.inputs[1]].shape[0]
+                                           * env[node.inputs[0]].shape[1]),
+    # causal taps that exist: sum over t of min(t + 1, k), per channel
+    "CausalDepthwiseConvInt": lambda node, env: (env[node.inputs[0]].shape[1] * sum(
+        min(t + 1, env[node.inputs[1]].shape[0]) for t in range(env[node.inputs[0]].shape[0]))),
 }
 
 
