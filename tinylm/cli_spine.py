@@ -79,7 +79,8 @@ def build(model: Optional[Path] = typer.Argument(None, help="quantized ONNX grap
           board: str = typer.Option(..., help="board name (see boards/), e.g. qemu-m4"),
           out: Path = typer.Option(..., help="build directory to write (a PlatformIO project)"),
           no_compile: bool = typer.Option(False, "--no-compile", help="generate sources only"),
-          json_out: bool = typer.Option(False, "--json", help="print memory.json to stdout")):
+          json_out: bool = typer.Option(False, "--json", help="print memory.json to stdout"),
+          report: bool = typer.Option(False, "--report", help="also print flash/RAM by tensor and by ELF section")):
     """Generate C for a quantized graph, link the firmware for a board and report its memory."""
     from codegen.build import BudgetError, build as do_build
     from codegen.toolchain import ToolchainError
@@ -91,6 +92,11 @@ def build(model: Optional[Path] = typer.Argument(None, help="quantized ONNX grap
     if json_out:
         print(json.dumps({k: v for k, v in mem.items() if k != "tensors"}, indent=2))
         return
+    if report:
+        from codegen.build import format_table
+        print(format_table(mem["tensors"], limit=20))
+        if "sections" in mem:
+            print("ELF sections: " + ", ".join(f"{k} {v} B" for k, v in mem["sections"].items()))
     console.print(f"built {out} for {board}: flash {mem.get('flash_bytes', '?')} / {mem['flash_budget']} B, "
                   f"RAM {mem.get('ram_bytes', '?')} / {mem['ram_budget']} B, arena {mem['arena_bytes']} B "
                   f"(activations total {mem['activations_total_bytes']} B)")
