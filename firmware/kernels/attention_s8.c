@@ -28,7 +28,23 @@ void attention_s8(const int8_t *q, const int8_t *kv, int8_t *out, int32_t m, int
         const int8_t *qr = q + i * d;
         int32_t mx;
         uint32_t sum = 0;
-        for (j = 0; j < n; ++j) {
+        /* scores, four keys at a time: each q[i][c] is loaded once for four MACs */
+        for (j = 0; j + 4 <= n; j += 4) {
+            const int8_t *k0 = kv + j * d, *k1 = k0 + d, *k2 = k1 + d, *k3 = k2 + d;
+            int32_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+            for (c = 0; c < d; ++c) {
+                int32_t qv = qr[c];
+                d0 += qv * (int32_t)k0[c];
+                d1 += qv * (int32_t)k1[c];
+                d2 += qv * (int32_t)k2[c];
+                d3 += qv * (int32_t)k3[c];
+            }
+            s[j] = d0;
+            s[j + 1] = d1;
+            s[j + 2] = d2;
+            s[j + 3] = d3;
+        }
+        for (; j < n; ++j) {
             const int8_t *kr = kv + j * d;
             int32_t dot = 0;
             for (c = 0; c < d; ++c) {
@@ -55,11 +71,20 @@ void attention_s8(const int8_t *q, const int8_t *kv, int8_t *out, int32_t m, int
         }
         for (j = 0; j < n; ++j) {
             /* e <= 65535, sum < 2**32: e * 127 + sum / 2 < 2**32; p <= 127 */
-            int32_t p = (int32_t)(((uint32_t)s[j] * 127u + (sum >> 1)) / sum);
-            const int8_t *vr = kv + j * d;
-            if (p == 0) {
-                continue; /* adds nothing */
+            s[j] = (int32_t)(((uint32_t)s[j] * 127u + (sum >> 1)) / sum);
+        }
+        /* acc += p . kv, four value rows at a time: one load/store of acc[c] per four MACs.
+         * Exact in any order: every partial sum is bounded by n * 127 * 128 < 2**31. */
+        for (j = 0; j + 4 <= n; j += 4) {
+            const int8_t *v0 = kv + j * d, *v1 = v0 + d, *v2 = v1 + d, *v3 = v2 + d;
+            int32_t p0 = s[j], p1 = s[j + 1], p2 = s[j + 2], p3 = s[j + 3];
+            for (c = 0; c < d; ++c) {
+                acc[c] += p0 * (int32_t)v0[c] + p1 * (int32_t)v1[c] + p2 * (int32_t)v2[c] + p3 * (int32_t)v3[c];
             }
+        }
+        for (; j < n; ++j) {
+            const int8_t *vr = kv + j * d;
+            int32_t p = s[j];
             for (c = 0; c < d; ++c) {
                 acc[c] += p * (int32_t)vr[c];
             }
