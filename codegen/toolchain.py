@@ -115,8 +115,9 @@ def _gcc() -> str:
 
 
 def firmware_sources(board: dict, model_c_files=()) -> list[Path]:
-    """runtime + the board's port + kernels (if present) + the model's C files."""
+    """runtime + the shared Cortex-M start-up + the board's port + kernels + the model's C files."""
     files = sorted((FIRMWARE_DIR / "runtime").glob("*.c"))
+    files += sorted((FIRMWARE_DIR / "ports" / "common").glob("*.c"))
     port_dir = FIRMWARE_DIR / "ports" / board["port"]
     if not port_dir.is_dir():
         raise ValueError(f"board {board['name']}: port directory {port_dir} does not exist")

@@ -1,5 +1,7 @@
-/* Cortex-M reset: vector table, .data copy, .bss clear, FPU on, then main().
- * Symbols come from the linker script rendered by codegen/toolchain.py. */
+/* Cortex-M reset, shared by every port: vector table, .data copy, .bss clear, FPU on, then
+ * main(). No vendor SDK. Symbols come from the linker script rendered by codegen/toolchain.py.
+ * No peripheral interrupt is used (serial ports and clocks are polled), so the table stops
+ * after the 16 system entries. A port that counts cost-timer wraps defines SysTick_Handler. */
 #include <stdint.h>
 
 extern uint32_t __data_start, __data_end, __data_load, __bss_start, __bss_end, __stack_top;
