@@ -142,3 +142,28 @@ def test_long_and_empty_text_are_encoded_like_the_host(model):
         assert reference.run(g, ids).shape == (len(LABELS),)
     with pytest.raises(ValueError):
         reference.run(g, long_ids + [5])
+
+
+def test_quantize_cli_dispatches_on_arch(model, tmp_path):
+    """`tinylm quantize <embbert run>` goes to quantize_embbert (calibrated on train examples)."""
+    import json
+    from flax import serialization
+    from typer.testing import CliRunner
+    from tinylm.cli import app
+    try:
+        from tinynlp_data import load_split
+        load_split("emotion", "train")
+    except Exception as e:  # noqa: BLE001 -- the data bundle is optional for this test
+        pytest.skip(f"emotion data not available: {e}")
+    _, params, _, _ = model
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "params.msgpack").write_bytes(serialization.to_bytes(params))
+    shutil.copy(ROOT / "models" / "tokenizer-8192.json", run / "tokenizer.json")
+    (run / "run.json").write_text(json.dumps({"arch": "embbert", "config": CFG, "task": "emotion",
+                                              "label_names": LABELS, "max_len": CFG["max_len"]}))
+    out = tmp_path / "q.onnx"
+    r = CliRunner().invoke(app, ["quantize", str(run), "--out", str(out), "--calib", "8"])
+    assert r.exit_code == 0, r.output
+    g = G.load(out)
+    assert g.meta["arch"] == "embbert" and g.max_len == CFG["max_len"]
