@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
+
+import numpy as np
 from pathlib import Path
 
 from tinylm import graph as G
+from tinylm.reference import shape_templates
 
 from . import emit, toolchain
 
@@ -87,8 +90,12 @@ def build(model: str | Path | None, board_name: str, out: str | Path, *, compile
     (out / "linker.ld").write_text(toolchain.render_linker_script(board))
 
     activations_total = sum(b.size for b in low.buffers)
+    # what one buffer per tensor at full length would take: the baseline the planner beats
+    activations_full = sum(emit.size_at(shp, graph.max_len) * np.dtype(dt).itemsize
+                           for name, (shp, dt) in shape_templates(graph).items() if name != G.INPUT)
     mem = {"board": board["name"], "model": graph.name, "model_sha256": graph.sha256,
            "arena_bytes": low.arena_bytes, "activations_total_bytes": activations_total,
+           "activations_full_bytes": activations_full,
            "weights_bytes": sum(r["bytes"] for r in rows if r["kind"] == "weight"),
            "flash_budget": board["flash_bytes"], "ram_budget": board["ram_bytes"],
            "max_len": graph.max_len, "tensors": rows}
