@@ -92,3 +92,16 @@ def test_hardware_board_needs_a_port(default_build, tmp_path):
     eng.board = dict(eng.board, runs_on="hardware", name="some-board")
     with pytest.raises(EvalError, match="--port"):
         eng.start()
+
+
+def test_seeded_sample_is_fixed(tmp_path):
+    from conftest import DEFAULT_MODEL
+
+    def ids(seed):
+        out = tmp_path / f"s{seed}.json"
+        res = evaluate(DEFAULT_MODEL, "emotion", sample=15, seed=seed, json_out=out)
+        assert res["examples"] == 15 and res["sample"] == {"size": 15, "seed": seed}
+        lines = (tmp_path / f"s{seed}.json.progress.jsonl").read_text().splitlines()
+        return [json.loads(line)["id"] for line in lines]
+    a = ids(1)
+    assert a == ids(1) and a == sorted(a) and a != ids(2)

@@ -107,6 +107,8 @@ def eval_cmd(target: Path = typer.Argument(..., help="build directory (device), 
              data: Optional[Path] = typer.Option(None, help="evaluate this JSONL(.gz) file instead of the validation split"),
              data_dir: Optional[Path] = typer.Option(None, help="data bundle root"),
              limit: Optional[int] = typer.Option(None, help="only the first N examples"),
+             sample: Optional[int] = typer.Option(None, help="a fixed random subset of N examples (seeded by --seed)"),
+             seed: int = typer.Option(0, help="seed of --sample"),
              port: Optional[str] = typer.Option(None, help="device serial port or URL (/dev/ttyACM0, socket://host:port, rfc2217://...); default for qemu-* boards: start QEMU"),
              json_path: Optional[Path] = typer.Option(None, "--json", help="write results JSON here (default: <target>/eval-<task>.json)"),
              resume: bool = typer.Option(False, help="continue an interrupted run without repeating examples")):
@@ -124,7 +126,7 @@ def eval_cmd(target: Path = typer.Argument(..., help="build directory (device), 
                         info=f"mismatches {mism[0]}" if "match" in rec else "")
         try:
             res = evaluate(target, task, data=str(data) if data else None, data_dir=data_dir, limit=limit,
-                           port=port, json_out=json_path, resume=resume, progress=cb)
+                           sample=sample, seed=seed, port=port, json_out=json_path, resume=resume, progress=cb)
         except (EvalError, GraphError, RunError, KeyError, ValueError) as e:
             _fail(str(e).strip("'\""))
     lines = [f"{res['task']} {res['metric']}: {res['score']:.4f} on {res['examples']} examples ({res['engine']})"

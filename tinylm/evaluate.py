@@ -150,10 +150,13 @@ def default_json(target, task: str) -> Path:
 
 
 def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit: int | None = None,
-             port: str | None = None, json_out: str | Path | None = None, resume: bool = False,
+             sample: int | None = None, seed: int = 0, port: str | None = None, json_out: str | Path | None = None, resume: bool = False,
              progress=None) -> dict:
     t = get_task(task)
     examples = load_split(t, "validation", data_dir, data)
+    if sample and sample < len(examples):   # a fixed, seeded subset, in file order
+        keep = np.sort(np.random.default_rng(seed).choice(len(examples), sample, replace=False))
+        examples = [examples[i] for i in keep]
     if limit:
         examples = examples[:limit]
     engine = open_engine(target, port)
@@ -210,6 +213,7 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
 
     result = summarize(t, examples, done, engine, wall)
     result.update({"target": str(target), "data": data or "validation", "complete": interrupted is None,
+                   "sample": {"size": sample, "seed": seed} if sample else None,
                    "progress_file": str(progress_file)})
     if interrupted:
         result["interrupted"] = interrupted + f"; {len(done)}/{len(examples)} examples kept, rerun with --resume"
