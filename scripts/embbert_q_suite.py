@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""EmbBERT-Q on the device, task by task: quantize each finetuned float run, build it for a
+board, and evaluate float / integer reference / firmware (QEMU) on the validation split.
+
+    .venv/bin/python scripts/embbert_q_suite.py --runs runs/pre/bench-tinynlp --tasks emotion,snips \
+        [--board qemu-m4] [--imdb-sample 2000] [--out docs/embbert_q_suite.json]
+
+Each stage writes its JSON under build/eq-<task>/ and is skipped when that JSON is already
+complete, so an interrupted suite resumes where it stopped. Prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from codegen.build import build  # noqa: E402
+from tinylm.evaluate import evaluate  # noqa: E402
+from tinylm.quantize_embbert import quantize_run  # noqa: E402
+
+
+def done(path: Path) -> dict | None:
+    if path.is_file():
+        res = json.loads(path.read_text())
+        if res.get("complete"):
+            return res
+    return None
+
+
+def run_task(task: str, run_dir: Path, board: str, sample: int | None) -> dict:
+    bdir = REPO / "build" / f"eq-{task}"
+    bdir.mkdir(parents=True, exist_ok=True)
+    onnx_path = REPO / "models" / f"embbert-q-{task}.onnx"
+    if not onnx_path.is_file():
+        quantize_run(run_dir, onnx_path, name=f"embbert-q-{task}")
+    mem = build(onnx_path, board, bdir)
+    kw = {"sample": sample} if sample else {}
+    row = {"task": task, "flash_bytes": mem["flash_bytes"], "ram_bytes": mem["ram_bytes"],
+           "onnx_bytes": onnx_path.stat().st_size}
+    for engine, target in (("float", run_dir), ("reference", onnx_path), ("device", bdir)):
+        out = bdir / f"eval-{engine}.json"
+        res = done(out) or evaluate(target, task, json_out=out, resume=True, **kw)
+        row[engine] = res["score"]
+        row[f"{engine}_examples"] = res["examples"]
+        if engine == "device":
+            row["mismatches"] = res["mismatches"]
+            row["instructions_mean"] = res.get("instructions_mean")
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=Path, required=True, help="directory holding one float run per task")
+    ap.add_argument("--tasks", default="imdb,ag_news,cyberbullying,limit,emotion,nlu,snips")
+    ap.add_argument("--board", default="qemu-m4")
+    ap.add_argument("--imdb-sample", type=int, default=2000)
+    ap.add_argument("--out", type=Path, default=REPO / "build" / "embbert_q_suite.json")
+    a = ap.parse_args()
+    rows = []
+    for task in a.tasks.split(","):
+        run_dir = a.runs / task
+        if not (run_dir / "run.json").is_file():
+            print(f"skip {task}: no run at {run_dir}", file=sys.stderr)
+            continue
+        rows.append(run_task(task, run_dir, a.board, a.imdb_sample if task == "imdb" else None))
+        a.out.write_text(json.dumps(rows, indent=2))
+    print("| task | float | int8 reference | device | examples | mismatches | flash B | RAM B | instructions (mean) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['task']} | {r['float']:.4f} | {r['reference']:.4f} | {r['device']:.4f} | {r['device_examples']} "
+              f"| {r['mismatches']} | {r['flash_bytes']:,} | {r['ram_bytes']:,} | {r['instructions_mean']:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
