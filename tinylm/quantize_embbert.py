@@ -104,15 +104,20 @@ def calibrate(p, config, seqs, last_row_only=True) -> dict[str, float]:
 
 
 def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *, name: str,
-                    task: str | None, tokenizer_json: str, max_len: int | None = None):
-    """EmbBERT float params (the Classifier pytree) -> onnx.ModelProto of EmbBERT-Q."""
+                    task: str | None, tokenizer_json: str, max_len: int | None = None,
+                    scales: dict[str, float] | None = None, quantization: str = "ptq-absmax"):
+    """EmbBERT float params (the Classifier pytree) -> onnx.ModelProto of EmbBERT-Q.
+
+    `scales` ({tap: activation scale}) replaces calibration (QAT lowers with its fixed scales)."""
     if config.get("type", "embbert") != "embbert":
         raise ValueError(f"EmbBERT-Q quantizes type 'embbert' models, not {config.get('type')!r}")
     p = _np(params)
     L = int(max_len or config["max_len"])
     d, layers = config["d"], config["layers"]
-    mx = calibrate(p, config, calib_seqs)
-    S = {k: qmath.scale_of(v) for k, v in mx.items()}
+    if scales is None:
+        S = {k: qmath.scale_of(v) for k, v in calibrate(p, config, calib_seqs).items()}
+    else:
+        S = dict(scales)
     b = G.GraphBuilder()
 
     def requant(acc, real_scale, name):
@@ -184,7 +189,7 @@ def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *,
     b.op("Add", [acc, b.const("head.b", qmath.quantize_bias(p["head"]["bias"], s_x * sw))], G.OUTPUT)
     meta = {"name": name, "arch": "embbert", "task": task or "", "label_names": list(label_names),
             "max_len": L, "vocab": config["vocab_size"], "logit_scale": float(s_x * sw[0]),
-            "tokenizer": tokenizer_json, "quantization": "ptq-absmax",
+            "tokenizer": tokenizer_json, "quantization": quantization,
             "calibration_examples": int(len(calib_seqs)), "config": config}
     return b.to_model(len(label_names), meta)
 
