@@ -71,10 +71,10 @@ def _batch(seqs, B):
 def test_qat_step_lowers_the_loss_and_exports_what_it_trained(setup, tmp_path):
     params, S, _ = setup
     rng = np.random.default_rng(2)
-    seqs = _seqs(rng, rng.integers(2, 49, 8))
-    x = _batch(seqs, 8)
-    y = rng.integers(0, 3, 8)
-    w = np.ones(8, np.float32)
+    seqs = _seqs(rng, [48, 1, 2, 33] + list(rng.integers(2, 49, 8)))   # one shape: one compile
+    x = _batch(seqs, len(seqs))
+    y = rng.integers(0, 3, len(seqs))
+    w = np.ones(len(seqs), np.float32)
     qat = Q.QAT(CFG, S, CFG["max_len"], lr=3e-3)
     p, st = qat.init(params)
     l0 = qat.loss(p, x, y, w)
@@ -88,9 +88,8 @@ def test_qat_step_lowers_the_loss_and_exports_what_it_trained(setup, tmp_path):
     G.save(model, path)
     g = G.load(path)
     assert g.meta["quantization"] == "qat"
-    probe = seqs + _seqs(rng, [1, 2, 48, 33])
-    xq = _batch(probe, len(probe))
-    q_logits, f_logits = qat.eval_logits(p, xq)
+    probe = seqs
+    q_logits, f_logits = qat.eval_logits(p, x)
     ip = qat.int_params(p)
     for k, v in Q.ip_from_graph(g).items():
         assert np.array_equal(np.asarray(ip[k]).astype(np.int64), np.asarray(v).astype(np.int64)), k
@@ -100,3 +99,35 @@ def test_qat_step_lowers_the_loss_and_exports_what_it_trained(setup, tmp_path):
         assert q_logits[i].tolist() == want.tolist()
         # the training forward's float value is those integer logits times their scale
         np.testing.assert_allclose(f_logits[i], want * s_logit, rtol=1e-6, atol=1e-6 * abs(s_logit))
+
+
+def test_quantize_cli_qat(setup, tmp_path):
+    """`tinylm quantize RUN --qat --epochs 1` writes a QAT graph that runs in the reference."""
+    import json
+    import shutil
+    from flax import serialization
+    from typer.testing import CliRunner
+    from tinylm.cli import app
+    try:
+        from tinynlp_data import load_split
+        load_split("emotion", "train")
+    except Exception as e:  # noqa: BLE001 -- the data bundle is optional for this test
+        pytest.skip(f"emotion data not available: {e}")
+    params, _, _ = setup
+    labels = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+    m = embbert.classifier_from_config(CFG, len(labels))
+    params = dict(m.init(jax.random.PRNGKey(4), np.zeros((1, 8), np.int32))["params"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "params.msgpack").write_bytes(serialization.to_bytes(params))
+    shutil.copy(ROOT / "models" / "tokenizer-8192.json", run / "tokenizer.json")
+    (run / "run.json").write_text(json.dumps({"arch": "embbert", "config": CFG, "task": "emotion",
+                                              "label_names": labels, "max_len": 16}))
+    out = tmp_path / "q.onnx"
+    r = CliRunner().invoke(app, ["quantize", str(run), "--qat", "--epochs", "1", "--limit", "64",
+                                 "--calib", "16", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "best epoch" in r.output
+    g = G.load(out)
+    assert g.meta["quantization"] == "qat" and g.max_len == 16
+    assert reference.run(g, [2, 7, 4]).shape == (len(labels),)

@@ -55,18 +55,36 @@ def quantize(run: Path = typer.Argument(..., help="float run directory (from tin
              out: Path = typer.Option(..., help="quantized ONNX file to write"),
              calib: int = typer.Option(1024, help="training examples used to calibrate activation scales"),
              name: Optional[str] = typer.Option(None, help="model name stored in the graph"),
-             data_dir: Optional[Path] = typer.Option(None)):
+             data_dir: Optional[Path] = typer.Option(None),
+             qat: bool = typer.Option(False, "--qat", help="EmbBERT: quantization-aware training on the train split (best epoch on validation, in the integer forward)"),
+             epochs: int = typer.Option(2, help="--qat: training epochs"),
+             limit: Optional[int] = typer.Option(None, help="--qat: train on a random N training examples")):
     """Quantize a float run to an integer-only ONNX graph (int8 weights and activations)."""
     from .floatrun import RunError
     from .floatrun import FloatRun
     try:
         arch = FloatRun(run).arch
-        if arch == "embbert":   # EmbBERT-Q (tinylm/quantize_embbert.py); calibration on <= 256 examples
+        if qat:
+            if arch != "embbert":
+                _fail(f"{run}: --qat is implemented for EmbBERT runs (arch {arch!r})")
+            from .qat_embbert import qat_run
+            with _progress() as prog:
+                bar = prog.add_task("QAT", total=None, info="")
+
+                def cb(r):
+                    prog.update(bar, total=r["total"], completed=r["done"], info=r["info"])
+                    if not console.is_terminal and "validation" in r["info"]:
+                        console.print(r["info"], highlight=False)
+                res = qat_run(run, out, epochs=epochs, calib=min(calib, 256), limit=limit, name=name,
+                              data_dir=data_dir, on_log=cb)
+            console.print(f"QAT: best epoch {res['best_epoch']} (0 = PTQ), validation {res['metric']} "
+                          f"{res['score']:.4f} in the integer forward ({res['wall_s']:.0f} s)")
+        elif arch == "embbert":   # EmbBERT-Q (tinylm/quantize_embbert.py); calibration on <= 256 examples
             from .quantize_embbert import quantize_run
-            calib = min(calib, 256)
+            quantize_run(run, out, calib=min(calib, 256), name=name, data_dir=data_dir)
         else:
             from .quantize_tiny import quantize_run
-        quantize_run(run, out, calib=calib, name=name, data_dir=data_dir)
+            quantize_run(run, out, calib=calib, name=name, data_dir=data_dir)
     except (RunError, ValueError) as e:
         _fail(str(e))
     from . import graph
