@@ -528,7 +528,7 @@ class QAT:
                                   quantization="qat")
 
 
-def qat_run(run_dir, out, epochs: int = 2, lr: float = 2e-5, batch_size: int = 32, calib: int = 256,
+def qat_run(run_dir, out, epochs: int = 2, lr: float = 5e-5, batch_size: int = 32, calib: int = 256,
             limit: int | None = None, name: str | None = None, data_dir=None, seed: int = 0,
             on_log: Callable[[dict], None] | None = None) -> dict:
     """QAT of an EmbBERT float run -> EmbBERT-Q ONNX at `out` (the best epoch on validation,
