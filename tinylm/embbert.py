@@ -70,16 +70,17 @@ class NanoEmbedder(nn.Module):
     max_len: int
     d: int
     r: int
+    init_std: float = 0.02
 
     @nn.compact
     def __call__(self, ids):
         T = ids.shape[1]
         if T > self.max_len:
             raise ValueError(f"sequence length {T} exceeds the model's max_len {self.max_len}")
-        e_tok = nn.Embed(self.vocab_size, self.r, embedding_init=nn.initializers.normal(1.0),
+        e_tok = nn.Embed(self.vocab_size, self.r, embedding_init=nn.initializers.normal(self.init_std),
                          name="tok")(ids)
         e_tok = jnp.where((ids == PAD)[..., None], 0.0, e_tok)          # row 0 = padding
-        pos = self.param("pos", nn.initializers.normal(1.0), (self.max_len, self.r))[:T]
+        pos = self.param("pos", nn.initializers.normal(self.init_std), (self.max_len, self.r))[:T]
         x = nn.Dense(self.d, use_bias=False, name="w_te")(e_tok)
         x = x + nn.Dense(self.d, use_bias=False, name="w_pe")(pos)[None]
         x = x + nn.Embed(3, self.d, embedding_init=nn.initializers.normal(0.02),
@@ -128,7 +129,8 @@ class EmbBERT(nn.Module):
         c = self.config
         ids = ids.astype(jnp.int32)
         mask = ids != PAD
-        x = NanoEmbedder(c["vocab_size"], c["max_len"], c["d"], c["r"], name="embedder")(ids)
+        x = NanoEmbedder(c["vocab_size"], c["max_len"], c["d"], c["r"], c.get("emb_init", 0.02),
+                          name="embedder")(ids)
         for i in range(c["layers"]):
             x = EmbBERTLayer(c["d"], c["kernel"], c.get("dropout", 0.0), c.get("residual", False),
                              name=f"layer_{i}")(x, mask, deterministic)
