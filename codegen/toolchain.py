@@ -114,10 +114,17 @@ def _gcc() -> str:
     return gcc
 
 
+def _shared_port_dirs(board: dict) -> list[Path]:
+    """ports/common (start-up, every board) plus the shared pieces a descriptor names in
+    `shared_ports`, e.g. common-dwt (DWT cycle-counter time base of the hardware ports)."""
+    return [FIRMWARE_DIR / "ports" / d for d in ["common", *board.get("shared_ports", [])]]
+
+
 def firmware_sources(board: dict, model_c_files=()) -> list[Path]:
     """runtime + the shared Cortex-M start-up + the board's port + kernels + the model's C files."""
     files = sorted((FIRMWARE_DIR / "runtime").glob("*.c"))
-    files += sorted((FIRMWARE_DIR / "ports" / "common").glob("*.c"))
+    for d in _shared_port_dirs(board):
+        files += sorted(d.glob("*.c"))
     port_dir = FIRMWARE_DIR / "ports" / board["port"]
     if not port_dir.is_dir():
         raise ValueError(f"board {board['name']}: port directory {port_dir} does not exist")
@@ -129,7 +136,7 @@ def firmware_sources(board: dict, model_c_files=()) -> list[Path]:
 
 
 def firmware_include_dirs(board: dict) -> list[Path]:
-    dirs = [FIRMWARE_DIR / "runtime", FIRMWARE_DIR / "ports" / board["port"]]
+    dirs = [FIRMWARE_DIR / "runtime", FIRMWARE_DIR / "ports" / board["port"], *_shared_port_dirs(board)]
     if (FIRMWARE_DIR / "kernels").is_dir():
         dirs.append(FIRMWARE_DIR / "kernels")
     return dirs

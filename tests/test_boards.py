@@ -134,7 +134,7 @@ def test_nrf52_port_uses_dwt_cycles_and_uarte(hw_builds):
     strings = subprocess.run(["arm-none-eabi-strings", str(d / "firmware.elf")], capture_output=True,
                              text=True, check=True).stdout.split()
     assert "cycles" in strings and "nrf52" in strings
-    src = (d / "src" / "board_nrf52.c").read_text()
+    src = (d / "src" / "board_nrf52.c").read_text() + (d / "src" / "board_dwt.c").read_text()
     for needle in ("0x40002000u", "0x01D7E000u", "TINYLM_UART_TX_PIN 6u", "TINYLM_UART_RX_PIN 8u",
                    "0xE0001004u", "HFCLKSTART"):
         assert needle in src

@@ -14,6 +14,7 @@
  * m-ready), so RX is started for one byte at a time inside board_getc; bytes that arrive
  * between two transfers wait in the UARTE's RX FIFO and are moved to RAM by the next STARTRX. */
 #include "board.h"
+#include "board_dwt.h"
 
 #ifndef TINYLM_BOARD_NAME
 #define TINYLM_BOARD_NAME "nrf52"
@@ -62,21 +63,6 @@
 #define UARTE_BAUD_115200 0x01D7E000u
 #define PSEL_DISCONNECTED 0xFFFFFFFFu
 
-/* DWT cycle counter (Armv7-M debug) */
-#define DEMCR REG(0xE000EDFCu)          /* bit 24 TRCENA */
-#define DWT_CTRL REG(0xE0001000u)       /* bit 0 CYCCNTENA */
-#define DWT_CYCCNT REG(0xE0001004u)
-
-static uint32_t cost_overhead;   /* cycles of an empty begin/end pair */
-static uint32_t cost_start;
-
-static void dwt_init(void)
-{
-    DEMCR |= 1u << 24;
-    DWT_CYCCNT = 0;
-    DWT_CTRL |= 1u;
-}
-
 static void hfxo_start(void)
 {
     CLOCK_EVENTS_HFCLKSTARTED = 0;
@@ -103,9 +89,6 @@ void board_init(void)
     hfxo_start();
     uarte_init();
     dwt_init();
-    board_cost_begin();
-    cost_overhead = 0;
-    cost_overhead = (uint32_t)board_cost_end();
 }
 
 static uint8_t tx_buf[64];       /* EasyDMA source: must be in RAM */
@@ -146,32 +129,4 @@ int board_getc(void)
     return (int)rx_byte;
 }
 
-/* CYCCNT wraps every 67 s at 64 MHz; extend it with each read (reads happen far more often). */
-static uint64_t cycles64(void)
-{
-    static uint32_t last;
-    static uint64_t total;
-    uint32_t now = DWT_CYCCNT;
-    total += (uint32_t)(now - last);
-    last = now;
-    return total;
-}
-
-uint32_t board_time_us(void)
-{
-    return (uint32_t)(cycles64() / (TINYLM_CPU_HZ / 1000000u));
-}
-
-__attribute__((noinline)) void board_cost_begin(void)
-{
-    cost_start = DWT_CYCCNT;
-}
-
-__attribute__((noinline)) uint64_t board_cost_end(void)
-{
-    uint32_t cycles = DWT_CYCCNT - cost_start;
-    return cycles > cost_overhead ? cycles - cost_overhead : 0;
-}
-
-const char *board_cost_unit(void) { return "cycles"; }
 const char *board_name(void) { return TINYLM_BOARD_NAME; }

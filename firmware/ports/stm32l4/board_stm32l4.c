@@ -7,6 +7,7 @@
  *   cost    DWT CYCCNT core cycles of one inference, calibrated overhead subtracted
  *           (m-tinylm-cycles-[N]); one inference must take under 2^32 cycles (53 s) */
 #include "board.h"
+#include "board_dwt.h"
 
 #ifndef TINYLM_BOARD_NAME
 #define TINYLM_BOARD_NAME "nucleo-l476rg"
@@ -41,13 +42,6 @@
 #define ISR_ORE (1u << 3)
 #define ISR_RXNE (1u << 5)
 #define ISR_TXE (1u << 7)
-
-#define DEMCR REG(0xE000EDFCu)
-#define DWT_CTRL REG(0xE0001000u)
-#define DWT_CYCCNT REG(0xE0001004u)
-
-static uint32_t cost_overhead;
-static uint32_t cost_start;
 
 static void clock_80mhz(void)
 {
@@ -84,12 +78,7 @@ void board_init(void)
 {
     clock_80mhz();
     usart2_init();
-    DEMCR |= 1u << 24;
-    DWT_CYCCNT = 0;
-    DWT_CTRL |= 1u;
-    board_cost_begin();
-    cost_overhead = 0;
-    cost_overhead = (uint32_t)board_cost_end();
+    dwt_init();
 }
 
 void board_putc(char c)
@@ -112,31 +101,4 @@ int board_getc(void)
     }
 }
 
-static uint64_t cycles64(void)
-{
-    static uint32_t last;
-    static uint64_t total;
-    uint32_t now = DWT_CYCCNT;
-    total += (uint32_t)(now - last);
-    last = now;
-    return total;
-}
-
-uint32_t board_time_us(void)
-{
-    return (uint32_t)(cycles64() / (TINYLM_CPU_HZ / 1000000u));
-}
-
-__attribute__((noinline)) void board_cost_begin(void)
-{
-    cost_start = DWT_CYCCNT;
-}
-
-__attribute__((noinline)) uint64_t board_cost_end(void)
-{
-    uint32_t cycles = DWT_CYCCNT - cost_start;
-    return cycles > cost_overhead ? cycles - cost_overhead : 0;
-}
-
-const char *board_cost_unit(void) { return "cycles"; }
 const char *board_name(void) { return TINYLM_BOARD_NAME; }
