@@ -55,3 +55,15 @@ def test_unknown_task_and_config_are_clear_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tinylm", "train", "--task", "emotion", "--config", "huge",
                         "--out", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode != 0 and "unknown config" in r.stderr
+
+
+def test_checkpoint_of_another_config_is_a_clear_error(micro_run, tmp_path):
+    import shutil
+    from tinylm.floatrun import FloatRun, RunError
+    bad = tmp_path / "bad"
+    shutil.copytree(micro_run / "run", bad)
+    meta = json.loads((bad / "run.json").read_text())
+    meta["config"]["d"] = 48                       # params.msgpack holds d = 32
+    (bad / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(RunError, match="a checkpoint of another config"):
+        FloatRun(bad).predict([[2, 4]])

@@ -56,10 +56,13 @@ class FloatRun:
         mod = importlib.import_module(ARCHS[self.arch])
         self.module = mod.classifier_from_config(self.config, max(1, len(self.label_names)))
         template = self.module.init(jax.random.PRNGKey(0), np.zeros((1, self.max_len), np.int32))["params"]
+        where = self.path / "params.msgpack"
         try:
-            self._params = serialization.from_bytes(template, (self.path / "params.msgpack").read_bytes())
-        except Exception as e:  # msgpack/shape mismatch: a checkpoint of another config
-            raise RunError(f"{self.path}/params.msgpack does not match the config in run.json: {e}") from None
+            raw = serialization.msgpack_restore(where.read_bytes())
+        except Exception as e:
+            raise RunError(f"{where}: not a msgpack checkpoint ({e})") from None
+        _check_shapes(template, raw, where)    # from_bytes alone does not compare shapes
+        self._params = serialization.from_state_dict(template, raw)
         self._apply = jax.jit(lambda p, x: self.module.apply({"params": p}, x, deterministic=True))
 
     @property
@@ -79,3 +82,18 @@ class FloatRun:
                 x[j, :len(ids)] = ids
             out.append(np.asarray(self._apply(self._params, x))[:len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, len(self.label_names)))
+
+
+def _check_shapes(template, raw, where) -> None:
+    """RunError naming the first parameter whose name or shape differs: a checkpoint of another config."""
+    from flax.traverse_util import flatten_dict
+    want = {k: tuple(np.shape(v)) for k, v in flatten_dict(template, sep="/").items()}
+    got = {k: tuple(np.shape(v)) for k, v in flatten_dict(raw, sep="/").items()}
+    if set(want) != set(got):
+        diff = ", ".join(sorted(set(want) ^ set(got))[:3])
+        raise RunError(f"{where}: parameters differ from the config in run.json ({diff} ...): "
+                       "a checkpoint of another config?")
+    for k, shape in want.items():
+        if got[k] != shape:
+            raise RunError(f"{where}: parameter {k} has shape {got[k]}, the config in run.json expects {shape}: "
+                           "a checkpoint of another config?")
