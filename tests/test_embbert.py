@@ -112,7 +112,7 @@ def test_floatrun_predicts_and_rejects_other_config(tmp_path):
     cfg2 = dict(cfg, d=16)
     (run / "run.json").write_text(json.dumps(dict(arch="embbert", config=cfg2, task="limit",
                                                   label_names=["no", "yes"], max_len=16)))
-    with pytest.raises(Exception):
+    with pytest.raises(RunError, match="another config"):
         FloatRun(run).predict([[2, 5, 4]])
 
 
