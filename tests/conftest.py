@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "models" / "default.onnx"
+DEFAULT_MODEL = ROOT / "models" / "default.onnx"        # the bundled default: EmbBERT-Q (QAT) on emotion
+TINY_MODEL = ROOT / "models" / "emotion-tiny.onnx"      # the spine's small transformer (tests of its structure)
 
 
 def need_arm_tools():

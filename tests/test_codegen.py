@@ -20,7 +20,7 @@ from tinylm import reference
 from tinylm.tokenizer import encode, load_tokenizer
 from tinynlp_data import load_split
 
-from conftest import DEFAULT_MODEL, ROOT
+from conftest import DEFAULT_MODEL, ROOT, TINY_MODEL
 
 
 @settings(max_examples=200, deadline=None)
@@ -39,8 +39,9 @@ def test_planner_detects_overlap():
         planner.check([a, b])
 
 
-def test_arena_is_smaller_than_the_sum_of_activations():
-    g = G.load(DEFAULT_MODEL)
+@pytest.mark.parametrize("path", [DEFAULT_MODEL, TINY_MODEL], ids=["default", "tiny"])
+def test_arena_is_smaller_than_the_sum_of_activations(path):
+    g = G.load(path)
     low = emit.lower(g)
     # every activation at full length L (row tiles make some buffers smaller than that)
     total = sum(emit.size_at(shp, g.max_len) * np.dtype(dt).itemsize
@@ -48,13 +49,13 @@ def test_arena_is_smaller_than_the_sum_of_activations():
     assert low.arena_bytes < total / 4
 
 
-@pytest.fixture(scope="module")
-def host_model(tmp_path_factory):
+@pytest.fixture(scope="module", params=[DEFAULT_MODEL, TINY_MODEL], ids=["default", "tiny"])
+def host_model(request, tmp_path_factory):
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("host gcc not found")
     out = tmp_path_factory.mktemp("host_model")
-    low = emit.lower(G.load(DEFAULT_MODEL))
+    low = emit.lower(G.load(request.param))
     (out / "model.c").write_text(low.model_c)
     (out / "weights.c").write_text(low.weights_c)
     (out / "weights.h").write_text(low.weights_h)
@@ -65,11 +66,12 @@ def host_model(tmp_path_factory):
                     f"-I{ROOT / 'firmware' / 'runtime'}", str(out / "model.c"), str(out / "weights.c"),
                     *map(str, kernels), str(ROOT / "tests" / "fixtures" / "host_model_main.c"), "-o", str(exe)],
                    check=True, capture_output=True, text=True)
-    return exe
+    return exe, request.param
 
 
 def test_host_compiled_model_matches_reference_on_real_examples(host_model):
-    g = G.load(DEFAULT_MODEL)
+    host_model, path = host_model
+    g = G.load(path)
     tok = load_tokenizer(g.meta["tokenizer"])
     examples = load_split("emotion", "validation")[:60]
     inputs = [encode(tok, e.text, None, g.max_len) for e in examples]
@@ -85,7 +87,7 @@ def test_host_compiled_model_matches_reference_on_real_examples(host_model):
 
 
 def test_overflowing_accumulator_is_refused_with_the_layer_named(tmp_path):
-    m = onnx.load(str(DEFAULT_MODEL))
+    m = onnx.load(str(TINY_MODEL))
     for i, t in enumerate(m.graph.initializer):
         if t.name == "head.b":
             b = numpy_helper.to_array(t).copy()

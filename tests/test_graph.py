@@ -12,13 +12,14 @@ from onnx import helper, numpy_helper
 from tinylm import graph as G
 from tinylm import reference
 
-from conftest import DEFAULT_MODEL
+from conftest import DEFAULT_MODEL, TINY_MODEL
 
 
-def test_default_model_passes_checker_and_carries_metadata():
-    model = onnx.load(str(DEFAULT_MODEL))
+@pytest.mark.parametrize("path", [DEFAULT_MODEL, TINY_MODEL], ids=["default", "tiny"])
+def test_bundled_models_pass_checker_and_carry_metadata(path):
+    model = onnx.load(str(path))
     onnx.checker.check_model(model)
-    g = G.load(DEFAULT_MODEL)
+    g = G.load(path)
     assert g.meta["format_version"] == G.FORMAT_VERSION
     assert g.label_names == ["sadness", "joy", "love", "anger", "fear", "surprise"]
     assert g.meta["tokenizer"].lstrip().startswith("{")
@@ -66,7 +67,7 @@ def test_unknown_op_names_the_node(tmp_path):
 
 
 def test_shape_mismatch_names_the_node(tmp_path):
-    m = onnx.load(str(DEFAULT_MODEL))
+    m = onnx.load(str(TINY_MODEL))
     inits = {t.name: i for i, t in enumerate(m.graph.initializer)}
     i = inits["block0.q.w"]
     w = numpy_helper.to_array(m.graph.initializer[i])

@@ -136,6 +136,10 @@ def load(path: str | Path) -> Graph:
         model = onnx.load_from_string(raw)
     except Exception as e:  # protobuf DecodeError and friends: a truncated or corrupt file
         raise GraphError(f"{path}: not a valid ONNX file (truncated or corrupt: {type(e).__name__})") from None
+    for i, n in enumerate(model.graph.node):   # before the checker, so the message names the node
+        if n.op_type not in OPS or OPS[n.op_type][0] != n.domain:
+            raise GraphError(f"{path}: node {n.name or f'node{i}'!r}: unsupported op "
+                             f"{n.domain or 'ai.onnx'}::{n.op_type}")
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
@@ -163,8 +167,6 @@ def load(path: str | Path) -> Graph:
     nodes = []
     for i, n in enumerate(model.graph.node):
         name = n.name or f"node{i}"
-        if n.op_type not in OPS or OPS[n.op_type][0] != n.domain:
-            raise GraphError(f"{path}: node {name!r}: unsupported op {n.domain or 'ai.onnx'}::{n.op_type}")
         domain, n_in, required = OPS[n.op_type]
         attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
         if len(n.input) != n_in or len(n.output) != 1:
