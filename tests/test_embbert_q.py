@@ -167,3 +167,9 @@ def test_quantize_cli_dispatches_on_arch(model, tmp_path):
     assert r.exit_code == 0, r.output
     g = G.load(out)
     assert g.meta["arch"] == "embbert" and g.max_len == CFG["max_len"]
+    r = CliRunner().invoke(app, ["quantize", str(run), "--out", str(tmp_path / "s.onnx"), "--calib", "8",
+                                 "--max-len", "20"])
+    assert r.exit_code == 0, r.output
+    assert G.load(tmp_path / "s.onnx").max_len == 20
+    r = CliRunner().invoke(app, ["quantize", str(run), "--out", str(tmp_path / "l.onnx"), "--max-len", "999"])
+    assert r.exit_code != 0 and "exceeds the model's position table" in r.output

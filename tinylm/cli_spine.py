@@ -58,7 +58,8 @@ def quantize(run: Path = typer.Argument(..., help="float run directory (from tin
              data_dir: Optional[Path] = typer.Option(None),
              qat: bool = typer.Option(False, "--qat", help="EmbBERT: quantization-aware training on the train split (best epoch on validation, in the integer forward)"),
              epochs: int = typer.Option(2, help="--qat: training epochs"),
-             limit: Optional[int] = typer.Option(None, help="--qat: train on a random N training examples")):
+             limit: Optional[int] = typer.Option(None, help="--qat: train on a random N training examples"),
+             max_len: Optional[int] = typer.Option(None, "--max-len", help="EmbBERT PTQ: longest input of the graph (default: the run's; at most the position table)")):
     """Quantize a float run to an integer-only ONNX graph (int8 weights and activations)."""
     from .floatrun import RunError
     from .floatrun import FloatRun
@@ -81,7 +82,7 @@ def quantize(run: Path = typer.Argument(..., help="float run directory (from tin
                           f"{res['score']:.4f} in the integer forward ({res['wall_s']:.0f} s)")
         elif arch == "embbert":   # EmbBERT-Q (tinylm/quantize_embbert.py); calibration on <= 256 examples
             from .quantize_embbert import quantize_run
-            quantize_run(run, out, calib=min(calib, 256), name=name, data_dir=data_dir)
+            quantize_run(run, out, calib=min(calib, 256), name=name, data_dir=data_dir, max_len=max_len)
         else:
             from .quantize_tiny import quantize_run
             quantize_run(run, out, calib=calib, name=name, data_dir=data_dir)

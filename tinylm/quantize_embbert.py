@@ -194,8 +194,10 @@ def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *,
     return b.to_model(len(label_names), meta)
 
 
-def quantize_run(run_dir, out, calib: int = 256, name: str | None = None, data_dir=None) -> str:
-    """FloatRun (arch 'embbert') -> EmbBERT-Q ONNX file at `out`."""
+def quantize_run(run_dir, out, calib: int = 256, name: str | None = None, data_dir=None,
+                 max_len: int | None = None) -> str:
+    """FloatRun (arch 'embbert') -> EmbBERT-Q ONNX file at `out`. max_len (default: the run's,
+    at most the config's position table) is the longest input the graph accepts."""
     from tinynlp_data import load_split
 
     from .floatrun import FloatRun
@@ -203,12 +205,15 @@ def quantize_run(run_dir, out, calib: int = 256, name: str | None = None, data_d
     run = FloatRun(run_dir)
     if run.arch != "embbert":
         raise ValueError(f"{run_dir}: arch {run.arch!r} is not embbert")
+    L = int(max_len or run.max_len)
+    if L > run.config["max_len"]:
+        raise ValueError(f"--max-len {L} exceeds the model's position table ({run.config['max_len']})")
     train = load_split(run.task, "train", data_dir)
     rng = np.random.default_rng(0)
     pick = rng.choice(len(train), size=min(calib, len(train)), replace=False)
-    seqs = [encode(run.tokenizer, train[i].text, train[i].text_b, run.max_len) for i in pick]
+    seqs = [encode(run.tokenizer, train[i].text, train[i].text_b, L) for i in pick]
     model = quantize_params(run.params, run.config, run.label_names, seqs,
                             name=name or f"{run.task}-{run.meta.get('config_name', 'embbert')}-q",
-                            task=run.task, tokenizer_json=run.tokenizer.to_str(), max_len=run.max_len)
+                            task=run.task, tokenizer_json=run.tokenizer.to_str(), max_len=L)
     G.save(model, out)
     return str(out)
