@@ -40,7 +40,7 @@ def run_task(task: str, run_dir: Path, board: str, sample: int | None) -> dict:
     mem = build(onnx_path, board, bdir)
     kw = {"sample": sample} if sample else {}
     row = {"task": task, "flash_bytes": mem["flash_bytes"], "ram_bytes": mem["ram_bytes"],
-           "onnx_bytes": onnx_path.stat().st_size}
+           "max_len": mem["max_len"], "onnx_bytes": onnx_path.stat().st_size, "sampled": bool(sample)}
     for engine, target in (("float", run_dir), ("reference", onnx_path), ("device", bdir)):
         out = bdir / f"eval-{engine}.json"
         res = done(out) or evaluate(target, task, json_out=out, resume=True, **kw)
@@ -68,12 +68,23 @@ def main() -> None:
             continue
         rows.append(run_task(task, run_dir, a.board, a.imdb_sample if task == "imdb" else None))
         a.out.write_text(json.dumps(rows, indent=2))
-    print("| task | float | int8 reference | device | examples | mismatches | flash B | RAM B | instructions (mean) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['task']} | {r['float']:.4f} | {r['reference']:.4f} | {r['device']:.4f} | {r['device_examples']} "
-              f"| {r['mismatches']} | {r['flash_bytes']:,} | {r['ram_bytes']:,} | {r['instructions_mean']:,.0f} |")
+    print_table(rows)
 
+
+def print_table(rows: list[dict]) -> None:
+    print("| task | float | int8 reference | device | examples | mismatches | flash (B) | RAM (B) | max_len "
+          "| instructions per inference (mean) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['task']} | {100 * r['float']:.2f} | {100 * r['reference']:.2f} | {100 * r['device']:.2f} "
+              f"| {r['device_examples']:,}{' (sample)' if r['sampled'] else ''} | {r['mismatches']} "
+              f"| {r['flash_bytes']:,} | {r['ram_bytes']:,} | {r['max_len']} | {r['instructions_mean']:,.0f} |")
+    if rows:
+        avg = {e: 100 * sum(r[e] for r in rows) / len(rows) for e in ("float", "reference", "device")}
+        print(f"| **average ({len(rows)})** | **{avg['float']:.2f}** | **{avg['reference']:.2f}** "
+              f"| **{avg['device']:.2f}** | | **{sum(r['mismatches'] for r in rows)}** | | | | |")
+        gap = max(abs(r["float"] - r["reference"]) for r in rows)
+        print(f"largest |float - int8| gap: {100 * gap:.2f} points")
 
 if __name__ == "__main__":
     main()
