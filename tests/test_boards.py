@@ -6,7 +6,6 @@ import json
 import shutil
 import stat
 import subprocess
-import tomllib
 from pathlib import Path
 
 import numpy as np

@@ -2,7 +2,6 @@
 import gzip
 import json
 
-import numpy as np
 import pytest
 
 from tinynlp_data import GLUE, TASKS, TINYNLP, DataError, find_data_dir, get_task, load_split, read_jsonl

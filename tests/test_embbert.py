@@ -95,7 +95,6 @@ def test_matches_numpy_reference_of_the_model_doc():
 def test_floatrun_predicts_and_rejects_other_config(tmp_path):
     import json, shutil
     from flax import serialization
-    from tinylm.tokenizer import PAD
     cfg = _tiny()
     m = E.classifier_from_config(cfg, 2)
     params = m.init(jax.random.PRNGKey(0), np.zeros((1, 16), np.int32))["params"]

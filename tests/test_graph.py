@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from tinylm import graph as G
 from tinylm import reference

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .evaluate import DeviceEngine
+from .evaluate import DeviceEngine, EvalError
 
 
 # op -> MACs of one node, from the node and the traced tensors (ops not listed count 0)
@@ -51,7 +51,9 @@ def measure_costs(build_dir, lengths: list[int], port: str | None = None, repeat
                 t2 = time.perf_counter()
                 infer_t.append(t1 - t0)
                 noop_t.append(t2 - t1)
-            assert logits == eng.reference.run(eng.graph, ids).tolist(), f"device != reference at n={n}"
+            ref = eng.reference.run(eng.graph, ids).tolist()
+            if logits != ref:   # a mismatch is a bug, never a tolerance
+                raise EvalError(f"device logits {logits} != reference {ref} at {n} tokens")
             rows.append({"tokens": n, **dev.cost(), "macs": graph_macs(eng.graph, n),
                          "infer_ms": 1000 * float(np.median(infer_t)), "noop_ms": 1000 * float(np.median(noop_t))})
     finally:

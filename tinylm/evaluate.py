@@ -20,6 +20,7 @@ import numpy as np
 
 from tinynlp_data import compute_metric, get_task, load_split
 
+from .floatrun import is_run_dir
 from .tokenizer import encode, load_tokenizer
 
 
@@ -133,7 +134,7 @@ def open_engine(target, port: str | None = None) -> Engine:
     p = Path(target)
     if p.is_dir() and (p / "build.json").is_file():
         return DeviceEngine(p, port)
-    if p.is_dir() and (p / "run.json").is_file():
+    if is_run_dir(p):
         return FloatEngine(p)
     if p.is_file() and p.suffix == ".onnx":
         return ReferenceEngine(p)

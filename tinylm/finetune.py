@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .tokenizer import encode_batch, load_tokenizer
+from .tokenizer import encode_examples, load_tokenizer
 
 # The authors' TinyNLP accuracies (fp32, mean of 5 runs), from the model doc.
 AUTHORS_TINYNLP = {"imdb": 84.10, "ag_news": 90.46, "cyberbullying": 83.97, "limit": 76.36,
@@ -75,12 +75,6 @@ def _batches(ids: list[list[int]], order: np.ndarray, batch_size: int, max_len: 
         yield idx, x
 
 
-def _encode(tok, examples, max_len):
-    if examples and examples[0].text_b is not None:
-        return encode_batch(tok, [e.text for e in examples], [e.text_b for e in examples], max_len)
-    return encode_batch(tok, [e.text for e in examples], None, max_len)
-
-
 def predict_logits(apply_fn, params, ids, batch_size, max_len, num_out):
     out = np.zeros((len(ids), num_out), np.float32)
     order = np.argsort([len(x) for x in ids], kind="stable")   # similar lengths together
@@ -115,7 +109,7 @@ def finetune(pre: str | Path, task_name: str, out: str | Path, cfg: FinetuneConf
         pick = np.random.default_rng(cfg.seed).permutation(len(train))[:cfg.max_train]
         train = [train[i] for i in sorted(pick)]
     t0 = time.time()
-    tr_ids, va_ids = _encode(tok, train, cfg.max_len), _encode(tok, val, cfg.max_len)
+    tr_ids, va_ids = encode_examples(tok, train, cfg.max_len), encode_examples(tok, val, cfg.max_len)
     regression = task.problem == "regression"
     tr_y = np.asarray([e.label for e in train], np.float32 if regression else np.int32)
     va_y = [e.label for e in val]

@@ -533,12 +533,12 @@ def qat_run(run_dir, out, epochs: int = 2, lr: float = 5e-5, batch_size: int = 3
             on_log: Callable[[dict], None] | None = None) -> dict:
     """QAT of an EmbBERT float run -> EmbBERT-Q ONNX at `out` (the best epoch on validation,
     measured with the integer forward of the lowered graph; epoch 0 is PTQ)."""
-    import jax
     from tinynlp_data import get_task, load_split
 
     from . import graph as G
     from . import reference
-    from .finetune import _encode, score
+    from .finetune import score
+    from .tokenizer import encode_examples
     from .floatrun import FloatRun
     from .tokenizer import encode
     run = FloatRun(run_dir)
@@ -557,7 +557,7 @@ def qat_run(run_dir, out, epochs: int = 2, lr: float = 5e-5, batch_size: int = 3
     if limit is not None and len(train) > limit:
         sel = np.random.default_rng(seed).permutation(len(train))[:limit]
         train = [train[i] for i in sorted(sel)]
-    tr_ids, va_ids = _encode(run.tokenizer, train, run.max_len), _encode(run.tokenizer, val, run.max_len)
+    tr_ids, va_ids = encode_examples(run.tokenizer, train, run.max_len), encode_examples(run.tokenizer, val, run.max_len)
     tr_y = np.asarray([e.label for e in train], np.int32)
     va_y = [e.label for e in val]
     S = scales_from_calibration(run.params, run.config, calib_seqs)

@@ -27,7 +27,8 @@ import math
 import numpy as np
 
 from . import graph as G
-from . import ops, qmath
+from . import qmath
+from .lowering import Lowering
 from .tokenizer import SEP
 
 
@@ -118,17 +119,8 @@ def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *,
         S = {k: qmath.scale_of(v) for k, v in calibrate(p, config, calib_seqs).items()}
     else:
         S = dict(scales)
-    b = G.GraphBuilder()
-
-    def requant(acc, real_scale, name):
-        m, s = qmath.quantize_multipliers(np.broadcast_to(real_scale, np.shape(real_scale)))
-        return b.op("Requantize", [acc, b.const(name + ".m", m), b.const(name + ".s", s)], name)
-
-    def dense(x, s_x, layer, s_out, name):
-        w, sw = qmath.quantize_weight(layer["kernel"])
-        acc = b.op("MatMulInteger", [x, b.const(name + ".w", w)], name + ".mm")
-        acc = b.op("Add", [acc, b.const(name + ".b", qmath.quantize_bias(layer["bias"], s_x * sw))], name + ".bias")
-        return requant(acc, s_x * sw / s_out, name)
+    b = Lowering()
+    requant, dense = b.requantize, b.dense
 
     em = p["backbone"]["embedder"]
     # --- embedder
@@ -149,19 +141,15 @@ def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *,
     e = b.op("Gather", [b.const("embed.pos_table", pos_q), pid], "embed.pos.gather")
     e = b.op("MatMulInteger", [e, b.const("embed.w_pe", wpe_q)], "embed.pos.mm")
     e = requant(e, s_pos[0] * s_wpe / S["embed.pos"], "embed.pos")
-    ma, mb, sh = qmath.add_multipliers(S["embed.tok"], S["embed.pos"], S["embed.tokpos"])
-    tp = b.op("AddInt8", [t, e], "embed.tokpos", ma=ma, mb=mb, shift=sh)
+    tp = b.add(t, S["embed.tok"], e, S["embed.pos"], S["embed.tokpos"], "embed.tokpos")
     sg = b.op("Gather", [b.const("embed.seg_table", seg_q), sid], "embed.seg")
-    ma, mb, sh = qmath.add_multipliers(S["embed.tokpos"], float(s_seg[0]), S["embed"])
-    x, s_x = b.op("AddInt8", [tp, sg], "embed", ma=ma, mb=mb, shift=sh), S["embed"]
+    x, s_x = b.add(tp, S["embed.tokpos"], sg, float(s_seg[0]), S["embed"], "embed"), S["embed"]
     exp_table = b.const("exp_lut", qmath.exp_lut())
 
     for i in range(layers):
         lp, pre = p["backbone"][f"layer_{i}"], f"layer{i}"
-        g, sg_ = qmath.quantize_weight(lp["norm"]["scale"].reshape(-1, 1), per_channel=False)
         s_h = S[pre + ".norm"]
-        m, s = qmath.quantize_multiplier(float(sg_[0]) / 2 ** 14 / s_h)
-        h = b.op("RMSNormInt", [x, b.const(pre + ".norm.g", g.reshape(-1))], pre + ".norm", multiplier=m, shift=s)
+        h = b.rmsnorm(x, lp["norm"]["scale"], s_h, pre + ".norm")
         rows = h
         if i == layers - 1:   # only position 0 reaches the classifier
             rows = b.op("Gather", [h, b.const(pre + ".row0.idx", np.array([0], np.int32))], pre + ".row0")
@@ -181,8 +169,7 @@ def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *,
         o2 = dense(sc, S[pre + ".silu"], lp["wc"], S[pre + ".o2"], pre + ".o2")
         l1, l2 = lambdas(lp)
         s_out = S[pre + ".out"]
-        ma, mb, sh = qmath.add_multipliers(l1 * S[pre + ".o1"], -l2 * S[pre + ".o2"], s_out)
-        x, s_x = b.op("AddInt8", [o1, o2], pre + ".out", ma=ma, mb=mb, shift=sh), s_out
+        x, s_x = b.add(o1, l1 * S[pre + ".o1"], o2, -l2 * S[pre + ".o2"], s_out, pre + ".out"), s_out
 
     w, sw = qmath.quantize_weight(p["head"]["kernel"], per_channel=False)
     acc = b.op("MatMulInteger", [x, b.const("head.w", w)], "head.mm")

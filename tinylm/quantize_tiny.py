@@ -15,8 +15,9 @@ from tinynlp_data import load_split
 
 from . import graph as G
 from . import qmath
+from .lowering import Lowering
 from .floatrun import FloatRun
-from .train import encode_examples
+from .train import padded_ids
 
 
 def calibrate(run: FloatRun, x: np.ndarray) -> list[float]:
@@ -37,32 +38,15 @@ def calibrate(run: FloatRun, x: np.ndarray) -> list[float]:
     return maxes
 
 
-def quantize_tiny(run: FloatRun, calib_ids: np.ndarray, name: str) -> "onnx.ModelProto":
-    p = {k: v for k, v in run.params.items()}
-    p = _to_numpy(p)
+def quantize_tiny(run: FloatRun, calib_ids: np.ndarray, name: str):
+    p = _to_numpy(dict(run.params))
     cfg = run.config
     d = cfg["d"]
     scales = iter([qmath.scale_of(m) for m in calibrate(run, calib_ids)])
-    b = G.GraphBuilder()
+    b = Lowering()
+    dense, norm, add = b.dense, b.rmsnorm, b.add
 
-    def dense(x, s_x, layer, s_out, name):
-        """MatMulInteger + bias Add + Requantize of a Dense layer."""
-        w, sw = qmath.quantize_weight(layer["kernel"])
-        acc = b.op("MatMulInteger", [x, b.const(name + ".w", w)], name + ".mm")
-        acc = b.op("Add", [acc, b.const(name + ".b", qmath.quantize_bias(layer["bias"], s_x * sw))], name + ".bias")
-        m, s = qmath.quantize_multipliers(s_x * sw / s_out)
-        return b.op("Requantize", [acc, b.const(name + ".m", m), b.const(name + ".s", s)], name)
-
-    def norm(x, gain, s_out, name):
-        g, sg = qmath.quantize_weight(gain.reshape(-1, 1), per_channel=False)
-        m, s = qmath.quantize_multiplier(float(sg[0]) / 2 ** 14 / s_out)
-        return b.op("RMSNormInt", [x, b.const(name + ".g", g.reshape(-1))], name, multiplier=m, shift=s)
-
-    def add(x, s_x, y, s_y, s_out, name):
-        ma, mb, sh = qmath.add_multipliers(s_x, s_y, s_out)
-        return b.op("AddInt8", [x, y], name, ma=ma, mb=mb, shift=sh)
-
-    # embedding: token and position tables share one scale so their sum is exact
+    # embedding: token and position rows, each table with its own scale, summed by AddInt8
     tok_q, s_tok = qmath.quantize_weight(p["tok_emb"], per_channel=False)
     pos_q, s_pos = qmath.quantize_weight(p["pos_emb"], per_channel=False)
     s_x = next(scales)
@@ -84,8 +68,7 @@ def quantize_tiny(run: FloatRun, calib_ids: np.ndarray, name: str) -> "onnx.Mode
         m, s = qmath.quantize_multiplier(s_q * s_k / math.sqrt(d) * 2 ** qmath.EXP_FRAC_BITS)
         probs = b.op("SoftmaxInt", [scores, exp_table], pre + ".softmax", multiplier=m, shift=s)
         av = b.op("MatMulInteger", [probs, v], pre + ".av.mm")
-        m, s = qmath.quantize_multipliers(np.array([s_v / 127.0 / s_av]))
-        av = b.op("Requantize", [av, b.const(pre + ".av.m", m), b.const(pre + ".av.s", s)], pre + ".av")
+        av = b.requantize(av, np.array([s_v / 127.0 / s_av]), pre + ".av")   # probabilities: scale 1/127
         o = dense(av, s_av, blk["o"], s_o, pre + ".o")
         x = add(x, s_x, o, s_o, s_x1, pre + ".res1")
         h2 = norm(x, blk["norm2"], s_h2, pre + ".norm2")
@@ -126,7 +109,7 @@ def quantize_run(run_dir, out, calib: int = 1024, name: str | None = None, data_
     train = load_split(run.task, "train", data_dir)
     rng = np.random.default_rng(0)
     pick = rng.choice(len(train), size=min(calib, len(train)), replace=False)
-    ids = encode_examples(run.tokenizer, [train[i] for i in pick], run.max_len)
+    ids = padded_ids(run.tokenizer, [train[i] for i in pick], run.max_len)
     model = quantize_tiny(run, ids, name or f"{run.task}-{run.meta.get('config_name', run.arch)}")
     G.save(model, out)
     return str(out)

@@ -58,16 +58,19 @@ def encode(tok: Tokenizer, text: str, text_b: str | None = None, max_len: int = 
     """[CLS] A [SEP] (B [SEP]), truncating the longer text first so the result fits max_len."""
     a = tok.encode(text, add_special_tokens=False).ids
     b = tok.encode(text_b, add_special_tokens=False).ids if text_b is not None else None
-    budget = max_len - (3 if b is not None else 2)
+    return _assemble(a, b, max_len)
+
+
+def _assemble(a: list[int], b: list[int] | None, max_len: int) -> list[int]:
     if b is None:
-        a = a[:max(budget, 0)]
-        return [CLS] + a + [SEP]
-    while len(a) + len(b) > budget:
-        if len(a) >= len(b):
-            a = a[:-1]
+        return [CLS] + a[:max(max_len - 2, 0)] + [SEP]
+    na, nb, budget = len(a), len(b), max_len - 3
+    while na + nb > budget:          # longer side first
+        if na >= nb:
+            na -= 1
         else:
-            b = b[:-1]
-    return [CLS] + a + [SEP] + b + [SEP]
+            nb -= 1
+    return [CLS] + a[:na] + [SEP] + b[:nb] + [SEP]
 
 
 def segment_ids(ids: list[int]) -> list[int]:
@@ -85,16 +88,13 @@ def encode_batch(tok: Tokenizer, texts: list[str], texts_b: list[str] | None = N
     """`encode` for many examples at once (the tokenizer runs in parallel); same ids as encode."""
     a_all = [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
     if texts_b is None:
-        budget = max(max_len - 2, 0)
-        return [[CLS] + a[:budget] + [SEP] for a in a_all]
+        return [_assemble(a, None, max_len) for a in a_all]
     b_all = [e.ids for e in tok.encode_batch(list(texts_b), add_special_tokens=False)]
-    out, budget = [], max_len - 3
-    for a, b in zip(a_all, b_all):
-        na, nb = len(a), len(b)
-        while na + nb > budget:          # the same truncation rule as encode(): longer side first
-            if na >= nb:
-                na -= 1
-            else:
-                nb -= 1
-        out.append([CLS] + a[:na] + [SEP] + b[:nb] + [SEP])
-    return out
+    return [_assemble(a, b, max_len) for a, b in zip(a_all, b_all)]
+
+
+def encode_examples(tok: Tokenizer, examples, max_len: int) -> list[list[int]]:
+    """Ids of tinynlp_data Examples (single texts or pairs) with encode's rules."""
+    if examples and examples[0].text_b is not None:
+        return encode_batch(tok, [e.text for e in examples], [e.text_b for e in examples], max_len)
+    return encode_batch(tok, [e.text for e in examples], None, max_len)

@@ -13,15 +13,15 @@ import numpy as np
 
 from tinynlp_data import compute_metric, get_task, load_split
 
-from .tokenizer import encode, load_tokenizer
+from .tokenizer import encode_examples, load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def encode_examples(tok, examples, max_len: int) -> np.ndarray:
+def padded_ids(tok, examples, max_len: int) -> np.ndarray:
+    """[N, max_len] int32 ids of the examples, [PAD]-filled after each one's [SEP]."""
     x = np.zeros((len(examples), max_len), np.int32)
-    for i, e in enumerate(examples):
-        ids = encode(tok, e.text, e.text_b, max_len)
+    for i, ids in enumerate(encode_examples(tok, examples, max_len)):
         x[i, :len(ids)] = ids
     return x
 
@@ -30,7 +30,6 @@ def train_tiny(task: str, out: str | Path, config: str = "tiny", epochs: int = 8
                lr: float = 2e-3, seed: int = 0, data_dir=None, train_file=None, val_file=None,
                limit: int | None = None, progress=None) -> dict:
     import jax
-    import jax.numpy as jnp
     import optax
     from flax import serialization
 
@@ -48,8 +47,8 @@ def train_tiny(task: str, out: str | Path, config: str = "tiny", epochs: int = 8
     val = load_split(t, "validation", data_dir, val_file)
     if limit:
         train, val = train[:limit], val[:max(1, limit // 4)]
-    xtr, ytr = encode_examples(tok, train, cfg.max_len), np.array([e.label for e in train], np.int32)
-    xva, yva = encode_examples(tok, val, cfg.max_len), np.array([e.label for e in val], np.int32)
+    xtr, ytr = padded_ids(tok, train, cfg.max_len), np.array([e.label for e in train], np.int32)
+    xva, yva = padded_ids(tok, val, cfg.max_len), np.array([e.label for e in val], np.int32)
 
     model = TinyClassifier(cfg, t.num_labels)
     params = model.init(jax.random.PRNGKey(seed), xtr[:1])["params"]

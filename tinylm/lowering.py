@@ -1,0 +1,38 @@
+"""Float layers -> integer graph nodes: the pieces every quantizer shares.
+
+A `Lowering` is a GraphBuilder that also knows how to lower a Dense layer, an RMSNorm and a
+sum of two int8 tensors, given the float parameters and the activation scales (tinylm/qmath.py
+turns scales into the fixed-point multipliers tinylm/ops.py consumes)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import graph as G
+from . import qmath
+
+
+class Lowering(G.GraphBuilder):
+    def requantize(self, acc: str, real_scale, name: str) -> str:
+        """int32 -> int8 with multiplier/shift per tensor or per channel for `real_scale`."""
+        m, s = qmath.quantize_multipliers(np.broadcast_to(real_scale, np.shape(real_scale)))
+        return self.op("Requantize", [acc, self.const(name + ".m", m), self.const(name + ".s", s)], name)
+
+    def dense(self, x: str, s_x: float, layer: dict, s_out: float, name: str) -> str:
+        """MatMulInteger (int8 weights per output channel) + int32 bias Add + Requantize."""
+        w, sw = qmath.quantize_weight(layer["kernel"])
+        acc = self.op("MatMulInteger", [x, self.const(name + ".w", w)], name + ".mm")
+        bias = self.const(name + ".b", qmath.quantize_bias(layer["bias"], s_x * sw))
+        acc = self.op("Add", [acc, bias], name + ".bias")
+        return self.requantize(acc, s_x * sw / s_out, name)
+
+    def rmsnorm(self, x: str, gain: np.ndarray, s_out: float, name: str) -> str:
+        """RMSNormInt: the input scale cancels; the int8 gain's scale and 2**-14 (ops.rmsnorm_int)
+        go into the output multiplier."""
+        g, sg = qmath.quantize_weight(np.reshape(gain, (-1, 1)), per_channel=False)
+        m, s = qmath.quantize_multiplier(float(sg[0]) / 2 ** 14 / s_out)
+        return self.op("RMSNormInt", [x, self.const(name + ".g", g.reshape(-1))], name, multiplier=m, shift=s)
+
+    def add(self, x: str, s_x: float, y: str, s_y: float, s_out: float, name: str) -> str:
+        """AddInt8 of two int8 tensors of scales s_x and s_y (a negative s_y subtracts)."""
+        ma, mb, sh = qmath.add_multipliers(s_x, s_y, s_out)
+        return self.op("AddInt8", [x, y], name, ma=ma, mb=mb, shift=sh)
