@@ -13,7 +13,7 @@ import numpy as np
 from pathlib import Path
 
 from tinylm import graph as G
-from tinylm.reference import shape_templates
+from tinylm.graph.reference import shape_templates
 
 from . import emit, toolchain
 

@@ -1,7 +1,7 @@
 """Lowers the quantized graph to C: weights.c/weights.h (const, aligned, in flash) and
 model.c (one static arena, straight-line kernel calls, llama2.c style).
 
-Every node becomes exactly one call of the kernel its op names in tinylm/ops.py, with
+Every node becomes exactly one call of the kernel its op names in tinylm/graph/ops.py, with
 dimensions written as C expressions of `n`, the number of tokens of this input.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinylm.graph import INPUT, OUTPUT, Graph, GraphError
-from tinylm.ops import attention_scratch_bytes
-from tinylm.reference import shape_templates
+from tinylm.graph.ops import attention_scratch_bytes
+from tinylm.graph.reference import shape_templates
 
 from . import planner
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO))
 
 from codegen.build import DEFAULT_MODEL, build  # noqa: E402
 from codegen.toolchain import known_boards, load_board  # noqa: E402
-from tinylm.evaluate import evaluate  # noqa: E402
+from tinylm.harness.evaluate import evaluate  # noqa: E402
 
 
 def main() -> None:

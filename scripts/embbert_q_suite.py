@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from codegen.build import build  # noqa: E402
-from tinylm.evaluate import evaluate  # noqa: E402
-from tinylm.quantize_embbert import quantize_run  # noqa: E402
+from tinylm.harness.evaluate import evaluate  # noqa: E402
+from tinylm.quant.embbert import quantize_run  # noqa: E402
 
 
 def done(path: Path) -> dict | None:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from codegen import build as B
 from codegen import toolchain
-from tinylm import cli_boards
+from tinylm.cli import boards as cli_boards
 from tinylm import graph as G
 from tinylm.cli import app
 
@@ -260,9 +260,9 @@ def test_flash_refuses_a_qemu_build(tmp_path):
 @needs_gcc
 @needs_qemu
 def test_same_logits_on_qemu_m4_m7_m33_m55(tmp_path):
-    from tinylm import reference
-    from tinylm.device import Device
-    from tinylm.qemu import QemuBoard
+    from tinylm.graph import reference
+    from tinylm.harness.device import Device
+    from tinylm.harness.qemu import QemuBoard
 
     g = G.load(B.DEFAULT_MODEL)
     rng = np.random.default_rng(5)

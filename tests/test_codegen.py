@@ -15,7 +15,7 @@ from onnx import numpy_helper
 from codegen import emit, planner
 from codegen.build import BudgetError, build
 from tinylm import graph as G
-from tinylm import reference
+from tinylm.graph import reference
 from tinylm.tokenizer import encode, load_tokenizer
 from tinynlp_data import load_split
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tinylm.evaluate import evaluate
+from tinylm.harness.evaluate import evaluate
 
 LIMIT = 24
 
@@ -43,8 +43,8 @@ def test_cli_eval_on_qemu_is_bit_exact(default_build, tmp_path):
 
 def test_instruction_count_is_repeatable(default_build):
     from codegen.toolchain import load_board
-    from tinylm.device import Device
-    from tinylm.qemu import QemuBoard
+    from tinylm.harness.device import Device
+    from tinylm.harness.qemu import QemuBoard
     with QemuBoard(load_board("qemu-m4"), default_build / "firmware.elf") as q, Device(q.url) as d:
         ids = [2, 50, 60, 70, 4]
         first = (d.infer(ids), d.cost())
@@ -87,7 +87,7 @@ def test_resume_after_ctrl_c(tmp_path):
 
 
 def test_hardware_board_needs_a_port(default_build, tmp_path):
-    from tinylm.evaluate import DeviceEngine, EvalError
+    from tinylm.harness.evaluate import DeviceEngine, EvalError
     eng = DeviceEngine(default_build)
     eng.board = dict(eng.board, runs_on="hardware", name="some-board")
     with pytest.raises(EvalError, match="--port"):

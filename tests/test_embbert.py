@@ -3,8 +3,8 @@ import numpy as np
 import jax
 import pytest
 
-from tinylm import embbert as E
-from tinylm.floatrun import FloatRun, RunError
+from tinylm.models import embbert as E
+from tinylm.train.floatrun import FloatRun, RunError
 
 
 def test_default_backbone_has_357248_params():

@@ -15,7 +15,11 @@ import pytest
 jax = pytest.importorskip("jax")
 
 from codegen import emit  # noqa: E402
-from tinylm import embbert, graph as G, ops, quantize_embbert as QE, reference  # noqa: E402
+from tinylm.models import embbert
+from tinylm import graph as G
+from tinylm.graph import ops
+from tinylm.quant import embbert as QE
+from tinylm.graph import reference
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = dict(type="embbert", vocab_size=8192, max_len=48, d=32, r=8, layers=2, kernel=8,

@@ -10,7 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from tinylm import graph as G
-from tinylm import reference
+from tinylm.graph import reference
 
 from conftest import DEFAULT_MODEL, TINY_MODEL
 

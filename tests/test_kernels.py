@@ -1,4 +1,4 @@
-"""The C kernels in firmware/kernels are bit-exact with their numpy twins in tinylm.ops.
+"""The C kernels in firmware/kernels are bit-exact with their numpy twins in tinylm.graph.ops.
 
 All kernels plus tests/kernel_driver.c are compiled ONCE per session with ASan+UBSan
 into a driver process that stays alive and answers one case per request over
@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from tinylm import ops  # noqa: E402
+from tinylm.graph import ops
 # TINYLM_KERNELS_DIR points the tests at another copy of the kernels (mutation checks)
 KDIR = Path(os.environ.get("TINYLM_KERNELS_DIR", ROOT / "firmware" / "kernels"))
 DRIVER_SRC = ROOT / "tests" / "kernel_driver.c"
 
-# kernel -> numpy twin in tinylm.ops (docs/kernels.md has the same table)
+# kernel -> numpy twin in tinylm.graph.ops (docs/kernels.md has the same table)
 KERNELS = {
     "gather_s8": "gather",
     "position_ids_s32": "position_ids",
@@ -397,7 +397,7 @@ def test_attention(driver, data, m, n, d, mult, shift, lut, out_ms):
 
 def test_attention_edges(driver):
     """Largest scores (all -128: d * 2**14) and the largest sums p * kv at n = 256."""
-    from tinylm import qmath
+    from tinylm.quant import qmath
     lut = qmath.exp_lut()
     for n, d in [(256, 128), (1, 1), (3, 128)]:
         q = np.full((2, d), -128, np.int8)
@@ -414,7 +414,7 @@ def test_attention_is_softmax_then_matmul():
     rng = np.random.default_rng(1)
     q = rng.integers(-128, 128, (4, 16)).astype(np.int8)
     kv = rng.integers(-128, 128, (9, 16)).astype(np.int8)
-    from tinylm import qmath
+    from tinylm.quant import qmath
     lut = qmath.exp_lut()
     p = ops.softmax_int(ops.matmul_integer(q, kv.T), 12345, 20, lut)
     want = ops.requantize(ops.matmul_integer(p, kv), np.array([1 << 29]), np.array([36]))
@@ -465,7 +465,7 @@ def test_kernel_files_and_header_agree():
     for kernel, twin in KERNELS.items():
         assert (KDIR / f"{kernel}.c").is_file(), kernel
         assert re.search(rf"\bvoid {kernel}\(", header), kernel
-        assert f"tinylm.ops.{twin}" in header, f"{kernel} must name its twin tinylm.ops.{twin}"
+        assert f"tinylm.graph.ops.{twin}" in header, f"{kernel} must name its twin tinylm.graph.ops.{twin}"
         assert callable(getattr(ops, twin))
 
 

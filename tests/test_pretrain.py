@@ -5,7 +5,7 @@ import numpy as np
 import jax
 import pytest
 
-from tinylm import pretrain as P
+from tinylm.train import pretrain as P
 from tinylm.tokenizer import CLS, MASK, SEP
 
 TINY = dict(type="embbert", vocab_size=8192, max_len=32, d=16, r=4, layers=1, kernel=4, dropout=0.1)
@@ -87,8 +87,8 @@ def _examples(n, seed):
 
 
 def test_finetune_writes_a_floatrun_that_predicts(tmp_path):
-    from tinylm.finetune import FinetuneConfig, finetune
-    from tinylm.floatrun import FloatRun
+    from tinylm.train.finetune import FinetuneConfig, finetune
+    from tinylm.train.floatrun import FloatRun
     from tinylm.tokenizer import encode
     P.pretrain(tmp_path / "pre", _cfg(steps=1), stream=_stream(),
                tokenizer="models/tokenizer-8192.json")
@@ -105,7 +105,7 @@ def test_finetune_writes_a_floatrun_that_predicts(tmp_path):
 
 
 def test_finetune_regression_and_bad_pretrain_dir(tmp_path):
-    from tinylm.finetune import FinetuneConfig, FinetuneError, finetune
+    from tinylm.train.finetune import FinetuneConfig, FinetuneError, finetune
     from tinynlp_data import Example
     with pytest.raises(FinetuneError, match="not a pretraining run"):
         finetune(tmp_path / "nothing", "stsb", tmp_path / "x")
@@ -120,7 +120,7 @@ def test_finetune_regression_and_bad_pretrain_dir(tmp_path):
     meta = _j.loads((tmp_path / "pre" / "run.json").read_text())
     meta["config"]["d"] = 8
     (tmp_path / "pre" / "run.json").write_text(_j.dumps(meta))
-    from tinylm.embbert import CheckpointMismatch
+    from tinylm.models.embbert import CheckpointMismatch
     with pytest.raises(CheckpointMismatch, match="another config"):
         finetune(tmp_path / "pre", "stsb", tmp_path / "ft2", train_examples=ex, val_examples=ex)
 
@@ -139,7 +139,7 @@ def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
 
 
 def test_bench_table_reuses_finished_tasks(tmp_path):
-    from tinylm.finetune import bench
+    from tinylm.train.finetune import bench
     for t, s in [("emotion", 0.8), ("snips", 0.9)]:
         (tmp_path / t).mkdir()
         (tmp_path / t / "run.json").write_text(json.dumps(dict(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from codegen import toolchain
-from tinylm.device import Device, DeviceError
+from tinylm.harness.device import Device, DeviceError
 
 STUB = Path(__file__).parent / "fixtures" / "stub_model.c"
 VOCAB, MAXLEN, LABELS = 1000, 64, 3
@@ -41,7 +41,7 @@ def elf(board, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def qemu(board, elf):
-    from tinylm.qemu import QemuBoard
+    from tinylm.harness.qemu import QemuBoard
     with QemuBoard(board, elf) as q:
         yield q
 
@@ -189,7 +189,7 @@ def test_error_infer_usage(dev, args):
 def test_fresh_device_and_labels_limit(board, tmp_path):
     """A build whose runtime holds fewer logits than the model has refuses to infer; a fresh
     device has empty results and zero cost."""
-    from tinylm.qemu import QemuBoard
+    from tinylm.harness.qemu import QemuBoard
     elf = toolchain.compile_firmware(toolchain.firmware_sources(board, [STUB]),
                                      toolchain.firmware_include_dirs(board), board, tmp_path,
                                      defines={"TINYLM_LABELS_MAX": 2})

@@ -1,4 +1,4 @@
-"""QAT of EmbBERT (tinylm/qat_embbert.py): the JAX integer forward equals the integer reference
+"""QAT of EmbBERT (tinylm/quant/qat.py): the JAX integer forward equals the integer reference
 exactly on padded batches of many lengths; the integer params derived inside jit equal the
 lowering's; a QAT step lowers the loss; after training, the lowered graph's reference logits equal
 the QAT forward's. Small random EmbBERT (d 32, L 48, k 8) like tests/test_embbert_q.py."""
@@ -11,8 +11,11 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
-from tinylm import embbert, graph as G, quantize_embbert as QE, reference  # noqa: E402
-from tinylm import qat_embbert as Q  # noqa: E402
+from tinylm.models import embbert
+from tinylm import graph as G
+from tinylm.quant import embbert as QE
+from tinylm.graph import reference
+from tinylm.quant import qat as Q
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = dict(type="embbert", vocab_size=8192, max_len=48, d=32, r=8, layers=2, kernel=8,

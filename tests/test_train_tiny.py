@@ -29,9 +29,10 @@ def test_training_learns(micro_run):
 
 
 def test_quantized_graph_agrees_with_float(micro_run):
-    from tinylm import graph, reference
-    from tinylm.floatrun import FloatRun
-    from tinylm.quantize_tiny import quantize_run
+    from tinylm import graph
+    from tinylm.graph import reference
+    from tinylm.train.floatrun import FloatRun
+    from tinylm.quant.tiny import quantize_run
     from tinylm.tokenizer import encode
     from tinynlp_data import load_split
     onnx_path = micro_run / "model.onnx"
@@ -59,7 +60,7 @@ def test_unknown_task_and_config_are_clear_errors(tmp_path):
 
 def test_checkpoint_of_another_config_is_a_clear_error(micro_run, tmp_path):
     import shutil
-    from tinylm.floatrun import FloatRun, RunError
+    from tinylm.train.floatrun import FloatRun, RunError
     bad = tmp_path / "bad"
     shutil.copytree(micro_run / "run", bad)
     meta = json.loads((bad / "run.json").read_text())

@@ -1,3 +1,3 @@
-from .cli import app
+from tinylm.cli import app
 
 app(prog_name="tinylm")

@@ -1,4 +1,4 @@
-/* add_s32 -- twin of tinylm.ops.add_int32 (ONNX Add on int32).
+/* add_s32 -- twin of tinylm.graph.ops.add_int32 (ONNX Add on int32).
  * Plain int32 addition: codegen proves the sum fits, so it never overflows. */
 #include "tinylm_kernels.h"
 

@@ -1,4 +1,4 @@
-/* add_s8 -- twin of tinylm.ops.add_int8 (ai.tinylm.AddInt8).
+/* add_s8 -- twin of tinylm.graph.ops.add_int8 (ai.tinylm.AddInt8).
  * y = clamp((a*ma + b*mb + 2**(shift-1)) >> shift) in int64: |a*ma| + |b*mb| < 2**39,
  * so the sum and the rounding half never overflow. mb may be negative. */
 #include "tinylm_kernels.h"

@@ -1,4 +1,4 @@
-/* attention_s8 -- twin of tinylm.ops.attention_int (ai.tinylm.AttentionInt): EmbBERT's
+/* attention_s8 -- twin of tinylm.graph.ops.attention_int (ai.tinylm.AttentionInt): EmbBERT's
  * Efficient Attention (keys = values = kv) one query row at a time, so the m x n score
  * matrix never exists. Per query row i:
  *   s[j]   = q[i] . kv[j]                              int32 (|s| <= d * 2**14)

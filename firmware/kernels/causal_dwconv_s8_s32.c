@@ -1,4 +1,4 @@
-/* causal_dwconv_s8_s32 -- twin of tinylm.ops.causal_dwconv_int (ai.tinylm.CausalDepthwiseConvInt):
+/* causal_dwconv_s8_s32 -- twin of tinylm.graph.ops.causal_dwconv_int (ai.tinylm.CausalDepthwiseConvInt):
  *   y[t, c] = bias[c] + sum_{j : t-k+1+j >= 0} w[j, c] * x[t-k+1+j, c]
  * for the output rows t = t0 .. t0+rows-1 (a row tile: codegen runs a layer a few rows at a
  * time); x points at row 0 of the whole input, out at the first row of the tile.

@@ -1,4 +1,4 @@
-/* gather_s8 -- twin of tinylm.ops.gather (ONNX Gather on axis 0). */
+/* gather_s8 -- twin of tinylm.graph.ops.gather (ONNX Gather on axis 0). */
 #include "tinylm_kernels.h"
 
 void gather_s8(const int8_t *table, int32_t rows, int32_t cols, const int32_t *ids, int32_t n, int8_t *out)

@@ -1,4 +1,4 @@
-/* lut_s8 -- twin of tinylm.ops.lut (ai.tinylm.Lut): y = table[x + 128]. */
+/* lut_s8 -- twin of tinylm.graph.ops.lut (ai.tinylm.Lut): y = table[x + 128]. */
 #include "tinylm_kernels.h"
 
 void lut_s8(const int8_t *x, const int8_t *table, int8_t *out, int32_t count)

@@ -1,4 +1,4 @@
-/* matmul_s8_s32 -- twin of tinylm.ops.matmul_integer (ONNX MatMulInteger, zero points 0).
+/* matmul_s8_s32 -- twin of tinylm.graph.ops.matmul_integer (ONNX MatMulInteger, zero points 0).
  * The hot loop on Cortex-M4: four outputs of a row at a time, so each a[i][p] is loaded once
  * for four multiply-accumulates and the four b values of row p sit next to each other
  * (b[p][j..j+3]); a remainder loop handles n % 4. int8 * int8 fits an int (|p| <= 2**14) and

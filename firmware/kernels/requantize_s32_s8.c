@@ -1,4 +1,4 @@
-/* requantize_s32_s8 -- twin of tinylm.ops.requantize (ai.tinylm.Requantize).
+/* requantize_s32_s8 -- twin of tinylm.graph.ops.requantize (ai.tinylm.Requantize).
  * y = clamp((x * m + 2**(s-1)) >> s, -128, 127) in int64, with m/s per tensor
  * (channels == 1) or per last-axis channel (channels == cols). */
 #include "tinylm_kernels.h"

@@ -1,4 +1,4 @@
-/* rmsnorm_s8 -- twin of tinylm.ops.rmsnorm_int (ai.tinylm.RMSNormInt), per row of d = cols:
+/* rmsnorm_s8 -- twin of tinylm.graph.ops.rmsnorm_int (ai.tinylm.RMSNormInt), per row of d = cols:
  *   ss  = sum x**2                 uint32 (<= d * 16384 <= 2**26 for d <= 4096)
  *   ms  = (ss << 16) / d           uint64: mean square in Q16 (ss << 16 needs > 32 bits)
  *   r   = max(isqrt(ms), 1)        rms in Q8

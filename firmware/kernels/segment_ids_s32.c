@@ -1,4 +1,4 @@
-/* segment_ids_s32 -- twin of tinylm.ops.segment_ids (ai.tinylm.SegmentIds):
+/* segment_ids_s32 -- twin of tinylm.graph.ops.segment_ids (ai.tinylm.SegmentIds):
  * out[t] = 1 up to and including the first [SEP] (id 4), 2 after it. */
 #include "tinylm_kernels.h"
 

@@ -1,4 +1,4 @@
-/* softmax_s32_s8 -- twin of tinylm.ops.softmax_int (ai.tinylm.SoftmaxInt), per row:
+/* softmax_s32_s8 -- twin of tinylm.graph.ops.softmax_int (ai.tinylm.SoftmaxInt), per row:
  *   z = ((mx - x) * mult + 2**(shift-1)) >> shift   in uint64
  *   e = lut[min(z, lut_len - 1)], sum = sum(e)       uint32
  *   y = (e * 127 + sum / 2) / sum                    in [0, 127]

@@ -1,5 +1,5 @@
 /* Shared fixed-point helpers for the tinylm kernels: the rounding, saturation and
- * square root of tinylm/ops.py, written once so every kernel says the same thing. */
+ * square root of tinylm/graph/ops.py, written once so every kernel says the same thing. */
 #ifndef TINYLM_FIXEDPOINT_H
 #define TINYLM_FIXEDPOINT_H
 #include <stdint.h>

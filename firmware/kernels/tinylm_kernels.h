@@ -1,5 +1,5 @@
 /* tinylm portable C99 kernels. Each one reproduces, bit for bit, the numpy function
- * named beside it in tinylm/ops.py (the spec); tests/test_kernels.py checks that.
+ * named beside it in tinylm/graph/ops.py (the spec); tests/test_kernels.py checks that.
  * All tensors are row-major; sizes are int32_t; no kernel allocates memory. */
 #ifndef TINYLM_KERNELS_H
 #define TINYLM_KERNELS_H
@@ -9,50 +9,50 @@
 extern "C" {
 #endif
 
-/* tinylm.ops.gather: out[n,cols] = table[ids[i], :]; ids already validated (0 <= id < rows). */
+/* tinylm.graph.ops.gather: out[n,cols] = table[ids[i], :]; ids already validated (0 <= id < rows). */
 void gather_s8(const int8_t *table, int32_t rows, int32_t cols, const int32_t *ids, int32_t n, int8_t *out);
 
-/* tinylm.ops.position_ids: out[i] = i for i < n. */
+/* tinylm.graph.ops.position_ids: out[i] = i for i < n. */
 void position_ids_s32(int32_t n, int32_t *out);
 
-/* tinylm.ops.matmul_integer: out[m,n] = a[m,k] @ b[k,n], exact int32 (codegen proves no overflow). */
+/* tinylm.graph.ops.matmul_integer: out[m,n] = a[m,k] @ b[k,n], exact int32 (codegen proves no overflow). */
 void matmul_s8_s32(const int8_t *a, const int8_t *b, int32_t *out, int32_t m, int32_t k, int32_t n);
 
-/* tinylm.ops.add_int32: out = a + b; b_rows is rows (same shape) or 1 (bias broadcast over rows). */
+/* tinylm.graph.ops.add_int32: out = a + b; b_rows is rows (same shape) or 1 (bias broadcast over rows). */
 void add_s32(const int32_t *a, const int32_t *b, int32_t *out, int32_t rows, int32_t cols, int32_t b_rows);
 
-/* tinylm.ops.requantize: out = clamp((x*mult + 2**(shift-1)) >> shift); channels = 1 or cols. */
+/* tinylm.graph.ops.requantize: out = clamp((x*mult + 2**(shift-1)) >> shift); channels = 1 or cols. */
 void requantize_s32_s8(const int32_t *x, const int32_t *mult, const int32_t *shift, int32_t channels, int8_t *out, int32_t rows, int32_t cols);
 
-/* tinylm.ops.add_int8: out = clamp((a*ma + b*mb + 2**(shift-1)) >> shift), int64 inside. */
+/* tinylm.graph.ops.add_int8: out = clamp((a*ma + b*mb + 2**(shift-1)) >> shift), int64 inside. */
 void add_s8(const int8_t *a, const int8_t *b, int8_t *out, int32_t count, int32_t ma, int32_t mb, int32_t shift);
 
-/* tinylm.ops.lut: out[i] = table[x[i] + 128], table[256]. */
+/* tinylm.graph.ops.lut: out[i] = table[x[i] + 128], table[256]. */
 void lut_s8(const int8_t *x, const int8_t *table, int8_t *out, int32_t count);
 
-/* tinylm.ops.transpose: out[cols,rows] = x[rows,cols]^T. */
+/* tinylm.graph.ops.transpose: out[cols,rows] = x[rows,cols]^T. */
 void transpose_s8(const int8_t *x, int8_t *out, int32_t rows, int32_t cols);
 
-/* tinylm.ops.softmax_int: softmax over each row via exp lut[lut_len], output scale 1/127. */
+/* tinylm.graph.ops.softmax_int: softmax over each row via exp lut[lut_len], output scale 1/127. */
 void softmax_s32_s8(const int32_t *x, int8_t *out, int32_t rows, int32_t cols, int32_t mult, int32_t shift, const uint16_t *lut, int32_t lut_len);
 
-/* tinylm.ops.rmsnorm_int: integer RMSNorm of each row (cols <= 4096) times gain[cols], requantized. */
+/* tinylm.graph.ops.rmsnorm_int: integer RMSNorm of each row (cols <= 4096) times gain[cols], requantized. */
 void rmsnorm_s8(const int8_t *x, const int8_t *gain, int8_t *out, int32_t rows, int32_t cols, int32_t mult, int32_t shift);
 
 /* ---- EmbBERT-Q ---- */
 #define TINYLM_SEP_ID 4
 
-/* tinylm.ops.segment_ids: out[t] = 1 up to and including the first [SEP] (id 4), 2 after. */
+/* tinylm.graph.ops.segment_ids: out[t] = 1 up to and including the first [SEP] (id 4), 2 after. */
 void segment_ids_s32(const int32_t *ids, int32_t n, int32_t *out);
 
-/* tinylm.ops.attention_int: Efficient Attention (keys = values = kv[n,d]) for m query rows,
+/* tinylm.graph.ops.attention_int: Efficient Attention (keys = values = kv[n,d]) for m query rows,
  * row by row; scratch holds attention_s8_scratch_bytes(n, d) bytes (n + d int32). */
 int32_t attention_s8_scratch_bytes(int32_t n, int32_t d);
 void attention_s8(const int8_t *q, const int8_t *kv, int8_t *out, int32_t m, int32_t n, int32_t d,
                   int32_t mult, int32_t shift, const uint16_t *lut, int32_t lut_len,
                   int32_t out_mult, int32_t out_shift, int32_t *scratch);
 
-/* tinylm.ops.causal_dwconv_int: causal depthwise conv (w[k,d], bias[d]) of the whole x[.,d],
+/* tinylm.graph.ops.causal_dwconv_int: causal depthwise conv (w[k,d], bias[d]) of the whole x[.,d],
  * output rows t0 .. t0+rows-1 written to out[rows,d] (int32). */
 void causal_dwconv_s8_s32(const int8_t *x, const int8_t *w, const int32_t *bias, int32_t *out,
                           int32_t t0, int32_t rows, int32_t d, int32_t k);

@@ -3,7 +3,7 @@
 token + position embedding -> N x [RMSNorm -> single-head attention -> +x ;
 RMSNorm -> FFN with GELU -> +x] -> RMSNorm -> Linear on position 0.
 
-Every op has an integer twin in tinylm/ops.py; tinylm/quantize_tiny.py lowers it.
+Every op has an integer twin in tinylm/graph/ops.py; tinylm/quant/tiny.py lowers it.
 """
 from __future__ import annotations
 

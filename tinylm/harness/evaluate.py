@@ -20,8 +20,8 @@ import numpy as np
 
 from tinynlp_data import compute_metric, get_task, load_split
 
-from .floatrun import is_run_dir
-from .tokenizer import encode, load_tokenizer
+from tinylm.train.floatrun import is_run_dir
+from tinylm.tokenizer import encode, load_tokenizer
 
 
 class EvalError(RuntimeError):
@@ -46,7 +46,7 @@ class Engine:
 
 class FloatEngine(Engine):
     def __init__(self, path):
-        from .floatrun import FloatRun
+        from tinylm.train.floatrun import FloatRun
         self.run = FloatRun(path)
         super().__init__("float", Path(path), self.run.max_len, self.run.tokenizer, self.run.label_names)
 
@@ -59,7 +59,8 @@ class FloatEngine(Engine):
 
 class ReferenceEngine(Engine):
     def __init__(self, path):
-        from . import graph, reference
+        from tinylm import graph
+        from tinylm.graph import reference
         self.graph = graph.load(path)
         self.reference = reference
         super().__init__("reference", Path(path), self.graph.max_len,
@@ -74,7 +75,8 @@ class DeviceEngine(Engine):
 
     def __init__(self, build_dir, port: str | None = None, timeout: float = 30.0):
         from codegen import toolchain
-        from . import graph, reference
+        from tinylm import graph
+        from tinylm.graph import reference
         build_dir = Path(build_dir)
         meta = json.loads((build_dir / "build.json").read_text())
         self.board = toolchain.load_board(meta["board"])
@@ -88,13 +90,13 @@ class DeviceEngine(Engine):
                          {"board": self.board["name"]})
 
     def start(self):
-        from .device import Device
+        from tinylm.harness.device import Device
         url = self.port
         if url is None:
             if self.board.get("runs_on") != "qemu":
                 raise EvalError(f"board {self.board['name']} is real hardware: give its serial port with "
                                 "--port (e.g. --port /dev/ttyACM0)")
-            from .qemu import QemuBoard
+            from tinylm.harness.qemu import QemuBoard
             if not self.elf.is_file():
                 raise EvalError(f"{self.elf} does not exist: run `tinylm build` first")
             self.qemu = QemuBoard(self.board, self.elf)
@@ -202,7 +204,7 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
     except KeyboardInterrupt:
         interrupted = "interrupted (Ctrl-C)"
     except Exception as e:
-        from .device import DeviceError, DeviceTimeout
+        from tinylm.harness.device import DeviceError, DeviceTimeout
         import serial
         if isinstance(e, (DeviceTimeout, DeviceError, serial.SerialException, OSError)):
             interrupted = f"device stopped answering: {e}"

@@ -1,6 +1,6 @@
-"""Training the spine's small classifier (tinylm/tiny.py) on one task: a plain loop.
+"""Training the spine's small classifier (tinylm/models/tiny.py) on one task: a plain loop.
 
-Writes a run directory (see tinylm/floatrun.py) holding the best epoch on validation.
+Writes a run directory (see tinylm/train/floatrun.py) holding the best epoch on validation.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 
 from tinynlp_data import compute_metric, get_task, load_split
 
-from .tokenizer import encode_examples, load_tokenizer
+from tinylm.tokenizer import encode_examples, load_tokenizer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def padded_ids(tok, examples, max_len: int) -> np.ndarray:
@@ -33,7 +33,7 @@ def train_tiny(task: str, out: str | Path, config: str = "tiny", epochs: int = 8
     import optax
     from flax import serialization
 
-    from .tiny import CONFIGS, TinyClassifier, TinyConfig
+    from tinylm.models.tiny import CONFIGS, TinyClassifier, TinyConfig
 
     t = get_task(task)
     if t.problem != "classification":

@@ -1,4 +1,4 @@
-"""Post-training quantization of EmbBERT (tinylm/embbert.py) to the integer ONNX graph: EmbBERT-Q.
+"""Post-training quantization of EmbBERT (tinylm/models/embbert.py) to the integer ONNX graph: EmbBERT-Q.
 
 Weights int8, symmetric: per output channel for every projection (Requantize per channel), per
 tensor for the embedding tables and the classifier (the logits share one scale). Activations
@@ -26,10 +26,10 @@ import math
 
 import numpy as np
 
-from . import graph as G
-from . import qmath
-from .lowering import Lowering
-from .tokenizer import SEP
+from tinylm import graph as G
+from tinylm.quant import qmath
+from tinylm.quant.lowering import Lowering
+from tinylm.tokenizer import SEP
 
 
 def _np(tree):
@@ -187,8 +187,8 @@ def quantize_run(run_dir, out, calib: int = 256, name: str | None = None, data_d
     at most the config's position table) is the longest input the graph accepts."""
     from tinynlp_data import load_split
 
-    from .floatrun import FloatRun
-    from .tokenizer import encode
+    from tinylm.train.floatrun import FloatRun
+    from tinylm.tokenizer import encode
     run = FloatRun(run_dir)
     if run.arch != "embbert":
         raise ValueError(f"{run_dir}: arch {run.arch!r} is not embbert")

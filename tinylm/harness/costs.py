@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .evaluate import DeviceEngine, EvalError
+from tinylm.harness.evaluate import DeviceEngine, EvalError
 
 
 # op -> MACs of one node, from the node and the traced tensors (ops not listed count 0)
@@ -24,7 +24,7 @@ MAC_COUNTERS = {
 
 def graph_macs(graph, n: int) -> int:
     """Multiply-accumulates of the whole graph for an input of n tokens."""
-    from .reference import trace
+    from tinylm.graph.reference import trace
     env = trace(graph, np.full(n, 2, np.int32))
     return int(sum(MAC_COUNTERS[nd.op](nd, env) for nd in graph.nodes if nd.op in MAC_COUNTERS))
 

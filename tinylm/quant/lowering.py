@@ -1,14 +1,14 @@
 """Float layers -> integer graph nodes: the pieces every quantizer shares.
 
 A `Lowering` is a GraphBuilder that also knows how to lower a Dense layer, an RMSNorm and a
-sum of two int8 tensors, given the float parameters and the activation scales (tinylm/qmath.py
-turns scales into the fixed-point multipliers tinylm/ops.py consumes)."""
+sum of two int8 tensors, given the float parameters and the activation scales (tinylm/quant/qmath.py
+turns scales into the fixed-point multipliers tinylm/graph/ops.py consumes)."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import graph as G
-from . import qmath
+from tinylm import graph as G
+from tinylm.quant import qmath
 
 
 class Lowering(G.GraphBuilder):

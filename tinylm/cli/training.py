@@ -67,8 +67,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the final record as JSON."),
     ):
         """Masked-LM (+NSP) pretraining. Ctrl-C stops cleanly and keeps the last checkpoint."""
-        from tinylm.pretrain import PretrainConfig, PretrainError, pretrain
-        from tinylm.embbert import CheckpointMismatch
+        from tinylm.train.pretrain import PretrainConfig, PretrainError, pretrain
+        from tinylm.models.embbert import CheckpointMismatch
         from tinynlp_data import DataError, find_data_dir
         cfg = PretrainConfig(model=model, seq_len=seq_len, batch_size=batch_size, steps=steps, lr=lr,
                              warmup=warmup, weight_decay=weight_decay, nsp=nsp, seed=seed,
@@ -110,8 +110,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ):
         """Finetune a pretrained EmbBERT on one task; keeps the best epoch on the validation split."""
-        from tinylm.finetune import FinetuneConfig, FinetuneError, finetune
-        from tinylm.embbert import CheckpointMismatch
+        from tinylm.train.finetune import FinetuneConfig, FinetuneError, finetune
+        from tinylm.models.embbert import CheckpointMismatch
         from tinynlp_data import DataError
         cfg = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              max_len=max_len, seed=seed, max_train=max_train, max_minutes=minutes)
@@ -148,7 +148,7 @@ def register(app: typer.Typer) -> None:
         task_max_len: Optional[str] = typer.Option(None, help="Per-task max_len overrides, e.g. imdb=256,emotion=64."),
     ):
         """Finetune and evaluate every task of a suite; prints (and writes) a markdown table."""
-        from tinylm.finetune import bench
+        from tinylm.train.finetune import bench
         from tinynlp_data import DataError
         try:
             res = bench(pre, suite, out, tasks=tasks.split(",") if tasks else None, epochs=epochs,

@@ -34,7 +34,7 @@ def train(task: str = typer.Option(..., help="task name, e.g. emotion"),
           train_file: Optional[Path] = typer.Option(None, help="a training JSONL(.gz) file instead of the task's train split"),
           val_file: Optional[Path] = typer.Option(None, help="a validation JSONL(.gz) file instead of the task's validation split")):
     """Train the small transformer classifier (Flax) on a task's train split."""
-    from .train import train_tiny
+    from tinylm.train.tiny import train_tiny
     with _progress() as prog:
         bar = prog.add_task("training", total=None, info="")
 
@@ -60,14 +60,14 @@ def quantize(run: Path = typer.Argument(..., help="float run directory (from tin
              limit: Optional[int] = typer.Option(None, help="--qat: train on a random N training examples"),
              max_len: Optional[int] = typer.Option(None, "--max-len", help="EmbBERT PTQ: longest input of the graph (default: the run's; at most the position table)")):
     """Quantize a float run to an integer-only ONNX graph (int8 weights and activations)."""
-    from .floatrun import RunError
-    from .floatrun import FloatRun
+    from tinylm.train.floatrun import RunError
+    from tinylm.train.floatrun import FloatRun
     try:
         arch = FloatRun(run).arch
         if qat:
             if arch != "embbert":
                 _fail(f"{run}: --qat is implemented for EmbBERT runs (arch {arch!r})")
-            from .qat_embbert import qat_run
+            from tinylm.quant.qat import qat_run
             with _progress() as prog:
                 bar = prog.add_task("QAT", total=None, info="")
 
@@ -79,15 +79,15 @@ def quantize(run: Path = typer.Argument(..., help="float run directory (from tin
                               data_dir=data_dir, on_log=cb)
             console.print(f"QAT: best epoch {res['best_epoch']} (0 = PTQ), validation {res['metric']} "
                           f"{res['score']:.4f} in the integer forward ({res['wall_s']:.0f} s)")
-        elif arch == "embbert":   # EmbBERT-Q (tinylm/quantize_embbert.py); calibration on <= 256 examples
-            from .quantize_embbert import quantize_run
+        elif arch == "embbert":   # EmbBERT-Q (tinylm/quant/embbert.py); calibration on <= 256 examples
+            from tinylm.quant.embbert import quantize_run
             quantize_run(run, out, calib=min(calib, 256), name=name, data_dir=data_dir, max_len=max_len)
         else:
-            from .quantize_tiny import quantize_run
+            from tinylm.quant.tiny import quantize_run
             quantize_run(run, out, calib=calib, name=name, data_dir=data_dir)
     except (RunError, ValueError) as e:
         _fail(str(e))
-    from . import graph
+    from tinylm import graph
     g = graph.load(out)
     console.print(f"{out}: {len(g.nodes)} nodes, {sum(w.nbytes for w in g.weights.values())} weight bytes, "
                   f"sha256 {g.sha256[:16]}")
@@ -102,7 +102,7 @@ def build(model: Optional[Path] = typer.Argument(None, help="quantized ONNX grap
     """Generate C for a quantized graph, link the firmware for a board and report its memory."""
     from codegen.build import BudgetError, build as do_build
     from codegen.toolchain import ToolchainError
-    from .graph import GraphError
+    from tinylm.graph import GraphError
     try:
         mem = do_build(model, board, out, compile=not no_compile)
     except (GraphError, BudgetError, ToolchainError, ValueError, KeyError) as e:
@@ -131,9 +131,9 @@ def eval_cmd(target: Path = typer.Argument(..., help="build directory (device), 
              json_path: Optional[Path] = typer.Option(None, "--json", help="write results JSON here (default: <target>/eval-<task>.json)"),
              resume: bool = typer.Option(False, help="continue an interrupted run without repeating examples")):
     """Evaluate a model on a task: float run, integer reference or firmware over serial."""
-    from .evaluate import EvalError, evaluate
-    from .floatrun import RunError
-    from .graph import GraphError
+    from tinylm.harness.evaluate import EvalError, evaluate
+    from tinylm.train.floatrun import RunError
+    from tinylm.graph import GraphError
     with _progress() as prog:
         bar = prog.add_task(f"eval {task}", total=None, info="")
         mism = [0]
@@ -177,8 +177,8 @@ def cost(build_dir: Path = typer.Argument(..., help="build directory of a qemu-*
          repeats: int = typer.Option(5, help="host-timed repetitions per length"),
          json_out: bool = typer.Option(False, "--json", help="print JSON")):
     """Instructions (QEMU) or cycles (hardware) per inference by input length, and host round-trip times."""
-    from .costs import measure_costs
-    from .evaluate import EvalError
+    from tinylm.harness.costs import measure_costs
+    from tinylm.harness.evaluate import EvalError
     try:
         rows = measure_costs(build_dir, [int(x) for x in lengths.split(",")], port=port, repeats=repeats)
     except (EvalError, ValueError) as e:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .tokenizer import load_tokenizer
+from tinylm.tokenizer import load_tokenizer
 
-ARCHS = {"tiny": "tinylm.tiny", "embbert": "tinylm.embbert"}
+ARCHS = {"tiny": "tinylm.models.tiny", "embbert": "tinylm.models.embbert"}
 
 
 class RunError(ValueError):

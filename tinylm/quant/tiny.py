@@ -3,7 +3,7 @@
 Weights: int8, symmetric, per output channel (the classifier per tensor, so the int32 logits
 of all classes share one scale and argmax is meaningful). Activations: int8 with scales from
 the largest magnitude seen on calibration examples (real tokens only). Every scale ends up in
-a fixed-point multiplier of the op that consumes it (tinylm/qmath.py).
+a fixed-point multiplier of the op that consumes it (tinylm/quant/qmath.py).
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import numpy as np
 
 from tinynlp_data import load_split
 
-from . import graph as G
-from . import qmath
-from .lowering import Lowering
-from .floatrun import FloatRun
-from .train import padded_ids
+from tinylm import graph as G
+from tinylm.quant import qmath
+from tinylm.quant.lowering import Lowering
+from tinylm.train.floatrun import FloatRun
+from tinylm.train.tiny import padded_ids
 
 
 def calibrate(run: FloatRun, x: np.ndarray) -> list[float]:

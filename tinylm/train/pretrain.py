@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from .tokenizer import CLS, MASK, PAD, SEP, corpus_lines, load_tokenizer
+from tinylm.tokenizer import CLS, MASK, PAD, SEP, corpus_lines, load_tokenizer
 
 N_SPECIAL = 5
 
@@ -162,7 +162,7 @@ def save_checkpoint(out: Path, params, opt_state, step: int, tokens: int) -> Non
 
 def load_checkpoint(out: Path, params, opt_state):
     from flax import serialization
-    from .embbert import check_same_shapes
+    from tinylm.models.embbert import check_same_shapes
     path = out / "ckpt.msgpack"
     try:
         raw = serialization.msgpack_restore(path.read_bytes())
@@ -179,7 +179,7 @@ def pretrain(out: str | Path, cfg: PretrainConfig, corpus=None, tokenizer: str |
              max_lines: int | None = None, stream: np.ndarray | None = None) -> dict:
     """Runs (or resumes) pretraining into `out`. Returns the last log record."""
     import jax
-    from .embbert import PretrainModel, get_config
+    from tinylm.models.embbert import PretrainModel, get_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,7 +268,7 @@ def pretrain(out: str | Path, cfg: PretrainConfig, corpus=None, tokenizer: str |
 
 
 def _default_tokenizer(vocab_size: int) -> Path:
-    root = Path(__file__).resolve().parent.parent / "models"
+    root = Path(__file__).resolve().parents[2] / "models"
     p = root / f"tokenizer-{vocab_size}.json"
     if not p.is_file():
         raise PretrainError(f"no tokenizer given and {p} does not exist; "

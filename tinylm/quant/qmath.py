@@ -1,5 +1,5 @@
 """Float -> integer parameter math shared by every quantizer: scales, fixed-point
-multipliers, look-up tables. Pure numpy: what it produces is what tinylm/ops.py consumes."""
+multipliers, look-up tables. Pure numpy: what it produces is what tinylm/graph/ops.py consumes."""
 from __future__ import annotations
 
 import math

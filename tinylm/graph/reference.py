@@ -1,6 +1,6 @@
 """The integer reference: a numpy interpreter of the quantized graph.
 
-It is the spec of what the device computes: each node runs the tinylm.ops function that
+It is the spec of what the device computes: each node runs the tinylm.graph.ops function that
 defines its exact integer result, and the firmware must produce the same logits bit for bit.
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ops
-from .graph import INPUT, OUTPUT, Graph, GraphError, Node
+from tinylm.graph import ops
+from tinylm.graph.format import INPUT, OUTPUT, Graph, GraphError, Node
 
 
 def _expect(node: Node, arr: np.ndarray, dtype, ndim: int | None, what: str) -> None:

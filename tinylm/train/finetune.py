@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .tokenizer import encode_examples, load_tokenizer
+from tinylm.tokenizer import encode_examples, load_tokenizer
 
 # The authors' TinyNLP accuracies (fp32, mean of 5 runs), from the model doc.
 AUTHORS_TINYNLP = {"imdb": 84.10, "ag_news": 90.46, "cyberbullying": 83.97, "limit": 76.36,
@@ -42,7 +42,7 @@ class FinetuneConfig:
 
 def load_pretrained(pre: str | Path):
     """(config, tokenizer, backbone params) of a pretraining run directory."""
-    from .embbert import backbone_param_shapes, load_params
+    from tinylm.models.embbert import backbone_param_shapes, load_params
     pre = Path(pre)
     meta_path = pre / "run.json"
     try:
@@ -97,7 +97,7 @@ def finetune(pre: str | Path, task_name: str, out: str | Path, cfg: FinetuneConf
     import optax
     from flax import serialization
     from tinynlp_data import get_task, load_split
-    from .embbert import classifier_from_config
+    from tinylm.models.embbert import classifier_from_config
 
     task = get_task(task_name)
     config, tok, backbone, pre_meta = load_pretrained(pre)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import typer
 
-from . import cli_boards, cli_embbert, cli_spine
+from tinylm.cli import boards as cli_boards
+from tinylm.cli import training as cli_embbert
+from tinylm.cli import model as cli_spine
 
 app = typer.Typer(
     help="tinylm: train tiny language models, quantize them to integer-only ONNX, compile them "

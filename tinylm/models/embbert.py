@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from .tokenizer import PAD, SEP
+from tinylm.tokenizer import PAD, SEP
 
 CONFIGS: dict[str, dict] = {
     # the authors' default: 357,248 backbone parameters

@@ -2,13 +2,13 @@
 
 Three pieces, all in JAX:
 
-1. `int_forward(ip, ids)`: the EmbBERT-Q graph that tinylm/quantize_embbert.py lowers, batched,
-   on integer tensors, with the exact semantics of tinylm/ops.py (round-half-up shifts,
+1. `int_forward(ip, ids)`: the EmbBERT-Q graph that tinylm/quant/embbert.py lowers, batched,
+   on integer tensors, with the exact semantics of tinylm/graph/ops.py (round-half-up shifts,
    AddInt8, the fused AttentionInt with its exp LUT and integer division, RMSNormInt with the
    exact isqrt, the SiLU Lut, the causal depthwise conv). `ip` are the integer parameters:
    `ip_from_graph` reads them from a lowered graph, `ip_from_float` derives them from float
    weights and fixed activation scales the way the lowering does. Its int32 logits equal
-   `tinylm.reference.run` on every input (tests/test_qat_embbert.py).
+   `tinylm.graph.reference.run` on every input (tests/test_qat_embbert.py).
 
    Exactness: everything runs under `jax.enable_x64` on int64/uint64 (the requantize product
    x * m needs 62 bits). Matrix products of int8-valued tensors run as float32 dots with
@@ -45,8 +45,8 @@ from typing import Callable
 
 import numpy as np
 
-from . import qmath
-from . import quantize_embbert as QE
+from tinylm.quant import qmath
+from tinylm.quant import embbert as QE
 
 PAD, SEP = 0, 4
 
@@ -116,7 +116,7 @@ def constants(S: dict, config: dict) -> dict:
     return c
 
 
-# jnp mirrors of tinylm/qmath.py (float64, under enable_x64): same IEEE operations in the same order
+# jnp mirrors of tinylm/quant/qmath.py (float64, under enable_x64): same IEEE operations in the same order
 
 def _floor_log2(x):
     import jax.numpy as jnp
@@ -535,12 +535,12 @@ def qat_run(run_dir, out, epochs: int = 2, lr: float = 5e-5, batch_size: int = 3
     measured with the integer forward of the lowered graph; epoch 0 is PTQ)."""
     from tinynlp_data import get_task, load_split
 
-    from . import graph as G
-    from . import reference
-    from .finetune import score
-    from .tokenizer import encode_examples
-    from .floatrun import FloatRun
-    from .tokenizer import encode
+    from tinylm import graph as G
+    from tinylm.graph import reference
+    from tinylm.train.finetune import score
+    from tinylm.tokenizer import encode_examples
+    from tinylm.train.floatrun import FloatRun
+    from tinylm.tokenizer import encode
     run = FloatRun(run_dir)
     if run.arch != "embbert":
         raise ValueError(f"{run_dir}: arch {run.arch!r} is not embbert")
