@@ -123,3 +123,89 @@ def test_checkpoint_of_another_config_is_a_clear_error():
         E.load_params(other, serialization.to_bytes(p), "ckpt.msgpack")
     same = E.load_params(p, serialization.to_bytes(p), "ckpt.msgpack")
     assert E.count_params(same) == E.count_params(p)
+
+
+# ---------------------------------------------------------------- conv as a banded einsum, init
+
+def test_toeplitz_conv_equals_flax_grouped_conv():
+    import flax.linen as nn
+    k, d = 6, 8
+    h = np.random.default_rng(0).normal(size=(2, 11, d)).astype(np.float32)
+    ref = nn.Conv(d, (k,), padding=[(k - 1, 0)], feature_group_count=d)
+    v = ref.init(jax.random.PRNGKey(0), h)
+    for impl in ("toeplitz", "grouped"):
+        m = E.CausalDepthwiseConv(d, k, impl)
+        mine = m.init(jax.random.PRNGKey(0), h)            # same tree and same initial values
+        assert jax.tree_util.tree_structure(mine) == jax.tree_util.tree_structure(v)
+        for a, b in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(v)):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(m.apply(v, h), ref.apply(v, h), rtol=1e-5, atol=1e-5)
+
+
+def _committed(run):
+    import json
+    from pathlib import Path
+    return json.loads((Path("models") / run / "run.json").read_text())["config"]
+
+
+@pytest.mark.parametrize("run", ["embbert-emotion", "embbert-pre"])
+def test_committed_checkpoints_give_the_same_outputs_with_either_conv(run):
+    from pathlib import Path
+    cfg = _committed(run)
+    assert "init" not in cfg and "conv_impl" not in cfg     # old artefacts: the defaults apply
+    ids = np.random.default_rng(0).integers(5, 8192, (4, 48)).astype(np.int32)
+    ids[:, 0], ids[2, 30:] = 2, 0                             # [CLS], and one padded row
+    if run == "embbert-emotion":
+        run_params = FloatRun(Path("models") / run)
+        outs = [np.asarray(E.classifier_from_config(dict(cfg, conv_impl=i), 6).apply(
+            {"params": run_params.params}, ids)) for i in ("grouped", "toeplitz")]
+        np.testing.assert_allclose(run_params.predict([list(r[r > 0]) for r in ids]),
+                                   outs[0], rtol=1e-4, atol=1e-4)
+    else:
+        tmpl = E.backbone_param_shapes(cfg)
+        p = E.load_params(tmpl, (Path("models") / run / "backbone.msgpack").read_bytes(), run)
+        outs = [np.asarray(E.EmbBERT(dict(cfg, conv_impl=i)).apply({"params": p}, ids))
+                for i in ("grouped", "toeplitz")]
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-4, atol=2e-5 * np.abs(outs[0]).max())
+
+
+def _position_cosine(cfg, seed=0):
+    """Mean cosine between the backbone outputs at different positions of real sentences, at init."""
+    from tinylm.tokenizer import encode, load_tokenizer
+    tok = load_tokenizer("models/tokenizer-8192.json")
+    texts = ["i feel so happy today because my friends came over to visit me",
+             "the market fell sharply on monday after the bank reported losses",
+             "play some jazz music in the kitchen please"]
+    enc = [encode(tok, t, None, 64) for t in texts]
+    ids = np.array([e[:min(map(len, enc))] for e in enc], np.int32)
+    m = E.EmbBERT(cfg)
+    h = np.asarray(m.apply(m.init(jax.random.PRNGKey(seed), ids), ids))
+    h = h / np.linalg.norm(h, axis=-1, keepdims=True)
+    c = np.einsum("btd,bsd->bts", h, h)
+    T = c.shape[1]
+    return float((c.sum((1, 2)) - T).mean() / (T * (T - 1)))
+
+
+def test_delta_init_keeps_positions_apart():
+    # measured: flax init 0.98 (seeds 0, 1), delta 0.30-0.36; the committed pretrained backbone 0.995
+    old = {k: v for k, v in E.CONFIGS["embbert"].items() if k != "init"}
+    assert E.CONFIGS["embbert"]["init"] == "delta"            # the default for new runs
+    assert _position_cosine(old) > 0.95                       # the plateau issue 9 describes
+    assert _position_cosine(E.get_config("embbert")) < 0.6
+
+
+def test_configs_without_init_build_the_old_way():
+    old = _tiny()                                             # no "init" key, as committed runs
+    a = E.init_backbone_params(old)
+    b = E.init_backbone_params(dict(old, init="flax"))
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    d = E.init_backbone_params(dict(old, init="delta"))
+    k = old["kernel"]
+    tap = np.asarray(d["layer_0"]["conv"]["kernel"])[:, 0]
+    assert np.abs(tap[k - 1] - 1).max() < 0.1 and np.abs(tap[:k - 1]).max() < 0.1
+    np.testing.assert_allclose(d["layer_0"]["wc"]["kernel"], -np.eye(old["d"]), atol=0.1)
+    assert not np.allclose(np.asarray(a["layer_0"]["conv"]["kernel"])[k - 1, 0], 1, atol=0.1)
+    assert not np.allclose(a["layer_0"]["wc"]["kernel"], -np.eye(old["d"]), atol=0.3)
+    with pytest.raises(ValueError, match="unknown init"):
+        E.init_backbone_params(dict(old, init="nope"))

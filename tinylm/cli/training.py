@@ -95,40 +95,105 @@ def register(app: typer.Typer) -> None:
 
     @app.command("finetune")
     def finetune_cmd(
-        pre: Path = typer.Argument(..., help="Pretraining run directory (or models/embbert-pre)."),
+        pre: Optional[Path] = typer.Argument(None, help="Pretraining run directory (or models/embbert-pre); "
+                                             "omit with --from-scratch or --resume."),
         task: str = typer.Option(..., help="Task name (TinyNLP or GLUE)."),
-        out: Path = typer.Option(..., help="Output run directory (run.json, tokenizer.json, params.msgpack)."),
-        epochs: int = typer.Option(5),
+        out: Path = typer.Option(..., help="Output run directory (run.json, tokenizer.json, params.msgpack, "
+                                 "ckpt.msgpack, log.jsonl)."),
+        from_scratch: bool = typer.Option(False, help="No pretraining: a fresh init of --model."),
+        model: str = typer.Option("embbert", help="Model config for --from-scratch."),
+        tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer for --from-scratch (default "
+                                                 "models/tokenizer-<vocab>.json)."),
+        epochs: int = typer.Option(30, help="Maximum number of epochs (early stopping usually ends sooner)."),
+        patience: int = typer.Option(3, help="Stop after this many epochs without a better validation "
+                                     "score (0: never)."),
         batch_size: int = typer.Option(32),
         lr: float = typer.Option(5e-4),
         weight_decay: float = typer.Option(0.05),
         max_len: int = typer.Option(128, help="Token budget per example, [CLS] and [SEP] included."),
         seed: int = typer.Option(0),
         max_train: Optional[int] = typer.Option(None, help="Use at most this many training examples."),
-        minutes: Optional[float] = typer.Option(None, help="Stop after this wall time (best epoch kept)."),
+        minutes: Optional[float] = typer.Option(None, help="Wall-time cap: stop and finish with the best "
+                                                "epoch so far (not resumable)."),
+        time_budget: Optional[float] = typer.Option(None, help="Minutes: write a checkpoint and stop; "
+                                                    "continue later with --resume."),
+        resume: bool = typer.Option(False, help="Continue OUT from its checkpoint (exactly)."),
+        log_every: int = typer.Option(50, help="A progress line every N steps (and one per epoch)."),
         data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ):
-        """Finetune a pretrained EmbBERT on one task; keeps the best epoch on the validation split."""
+        """Finetune EmbBERT on one task (pretrained or from scratch); early stopping on validation.
+
+        Progress goes to OUT/log.jsonl and, when stderr is not a terminal, to stderr as lines."""
         from tinylm.train.finetune import FinetuneConfig, FinetuneError, finetune
         from tinylm.models.embbert import CheckpointMismatch
         from tinynlp_data import DataError
+        if pre is None and not (from_scratch or resume):
+            _fail("give a pretraining run directory, --from-scratch, or --resume")
+        if pre is not None and from_scratch:
+            _fail("--from-scratch takes no pretraining directory")
         cfg = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                             max_len=max_len, seed=seed, max_train=max_train, max_minutes=minutes)
+                             max_len=max_len, seed=seed, max_train=max_train, max_minutes=minutes,
+                             patience=patience or None, time_budget=time_budget, log_every=log_every)
         try:
             with _progress() as prog:
                 bar = prog.add_task(task, total=None, info="")
 
                 def on_log(r):
                     prog.update(bar, total=r["total"], completed=r["done"], info=r["info"])
-                    if not sys.stderr.isatty() and r.get("epoch_end"):
-                        print(r["info"], flush=True)
-                res = finetune(pre, task, out, cfg, data_dir=data_dir, on_log=on_log)
+                    if not sys.stderr.isatty():     # nohup / CI: one line per record instead of a bar
+                        print(time.strftime("%H:%M:%S"), task, r["info"], file=sys.stderr, flush=True)
+                res = finetune(None if from_scratch else pre, task, out, cfg, data_dir=data_dir,
+                               on_log=on_log, resume=resume, model=model, tokenizer=tokenizer)
         except (FinetuneError, CheckpointMismatch, DataError, KeyError) as e:
             _fail(str(e).strip("'\""))
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: {out}/ckpt.msgpack holds the last finished epoch (--resume)", err=True)
+            raise typer.Exit(130)
+        state = "" if res["complete"] else ", unfinished: continue with --resume"
         typer.echo(json.dumps(res) if json_out else
                    f"{out}: {task} validation {res['metric']} {res['score']:.4f} "
-                   f"(epoch {res['best_epoch']}, {res['wall_s']:.0f} s)")
+                   f"(epoch {res['best_epoch']} of {res['epochs_run']}, stop: {res['stop_reason']}, "
+                   f"{res['wall_s']:.0f} s{state})")
+
+    @app.command("baseline")
+    def baseline_cmd(
+        task: Optional[str] = typer.Option(None, help="Task, or comma-separated tasks (default: all of --suite)."),
+        suite: str = typer.Option("tinynlp", help="tinynlp or glue."),
+        data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+        hashed_ngrams: str = typer.Option("1,2", help="n-gram range of the hashed variant, e.g. 1,1."),
+    ):
+        """Bag-of-words baselines (TF-IDF and hashed-4096 + logistic regression), validation split."""
+        from tinylm.extras import MissingExtra
+        from tinylm.train.baseline import run_task, table
+        from tinynlp_data import GLUE, TINYNLP, DataError, get_task
+        try:
+            names = {"tinynlp": TINYNLP, "glue": GLUE}.get(suite)
+            if names is None:
+                raise ValueError(f"unknown suite {suite!r}; known: tinynlp, glue")
+            if task:
+                names = task.split(",")
+                for n in names:
+                    get_task(n)
+            ng = tuple(int(v) for v in hashed_ngrams.split(","))
+            if len(ng) != 2 or not 1 <= ng[0] <= ng[1]:
+                raise ValueError(f"--hashed-ngrams {hashed_ngrams!r}: expected MIN,MAX, e.g. 1,2")
+            rows = []
+            for n in names:
+                r = run_task(n, data_dir, hashed_ngrams=ng)
+                typer.echo(f"[baseline] {n}: tfidf {r['tfidf']['score']:.4f} (C {r['tfidf']['C']:g}), "
+                           f"hashed {r['hashed']['score']:.4f} (C {r['hashed']['C']:g}) in "
+                           f"{r['tfidf']['wall_s'] + r['hashed']['wall_s']:.0f} s", err=True)
+                rows.append(r)
+        except MissingExtra as e:        # its message ends in a quote: keep it whole
+            _fail(str(e))
+        except (DataError, KeyError, ValueError) as e:
+            _fail(str(e).strip("'\""))
+        res = dict(rows=rows, table=table(rows))
+        typer.echo(res["table"])
+        if json_out:
+            json_out.write_text(json.dumps(res, indent=1))
 
     @app.command("bench")
     def bench_cmd(
@@ -146,6 +211,7 @@ def register(app: typer.Typer) -> None:
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
         reuse: bool = typer.Option(False, help="Reuse tasks already finetuned in OUT/<task> (run.json present)."),
         task_max_len: Optional[str] = typer.Option(None, help="Per-task max_len overrides, e.g. imdb=256,emotion=64."),
+        baseline: bool = typer.Option(True, help="Add the TF-IDF + LR validation score per task (needs tinylm[baseline])."),
     ):
         """Finetune and evaluate every task of a suite; prints (and writes) a markdown table."""
         from tinylm.train.finetune import bench
@@ -155,9 +221,50 @@ def register(app: typer.Typer) -> None:
                         max_len=max_len, lr=lr, seed=seed, max_train=max_train, minutes=minutes,
                         data_dir=data_dir, log=lambda s: typer.echo(s, err=True), reuse=reuse,
                         task_max_len={k: int(v) for k, v in (kv.split("=") for kv in task_max_len.split(","))}
-                        if task_max_len else None)
+                        if task_max_len else None, baseline=baseline)
         except (DataError, KeyError, ValueError) as e:
             _fail(str(e).strip("'\""))
         typer.echo(res["table"])
         if json_out:
             json_out.write_text(json.dumps(res, indent=1))
+
+
+# the small transformer of the spine (tinylm/models/tiny.py)
+def train_tiny_cmd(task: str = typer.Option(..., help="task name, e.g. emotion"),
+          out: Path = typer.Option(..., help="run directory to write"),
+          config: str = typer.Option("tiny", help="model config: tiny (default model) or micro (seconds, for tests)"),
+          epochs: int = typer.Option(6, help="training epochs; the best one on validation is kept"),
+          lr: float = typer.Option(1e-3, help="peak learning rate (AdamW, cosine decay)"),
+          seed: int = typer.Option(0),
+          limit: Optional[int] = typer.Option(None, help="use only the first N training examples"),
+          data_dir: Optional[Path] = typer.Option(None, help="data bundle root (default: $TINYLM_DATA, then ../shared/data)"),
+          train_file: Optional[Path] = typer.Option(None, help="a training JSONL(.gz) file instead of the task's train split"),
+          val_file: Optional[Path] = typer.Option(None, help="a validation JSONL(.gz) file instead of the task's validation split")):
+    """Train the small transformer classifier (Flax) on a task's train split."""
+    from tinylm.cli.common import console, fail, progress
+    from tinylm.train.tiny import train_tiny
+    with progress() as prog:
+        bar = prog.add_task("training", total=None, info="")
+
+        def cb(epoch, i, steps, loss):
+            prog.update(bar, total=steps * epochs, completed=epoch * steps + i + 1,
+                        info=f"epoch {epoch + 1} loss {loss:.3f}")
+        try:
+            meta = train_tiny(task, out, config, epochs=epochs, lr=lr, seed=seed, data_dir=data_dir,
+                              train_file=train_file, val_file=val_file, limit=limit, progress=cb)
+        except (KeyError, ValueError) as e:
+            fail(str(e).strip("'\""))
+    console.print(f"best validation {meta['metric']}: {meta['val_score']:.4f} "
+                  f"({meta['train_seconds']} s) -> {out}")
+
+
+
+
+def _commands() -> list:
+    """(name, function) of the commands `register` defines, for the app in tinylm/cli/__init__.py."""
+    t = typer.Typer()
+    register(t)
+    return [(c.name, c.callback) for c in t.registered_commands]
+
+
+COMMANDS = _commands()

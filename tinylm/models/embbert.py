@@ -24,15 +24,17 @@ import flax.linen as nn
 
 from tinylm.tokenizer import PAD, SEP
 
+# `init` (EmbBERT only): "delta" (new runs) or absent / "flax" (the committed artefacts). It only
+# changes the initial values, never the parameter tree, so any checkpoint loads under either.
 CONFIGS: dict[str, dict] = {
     # the authors' default: 357,248 backbone parameters
     "embbert": dict(type="embbert", vocab_size=8192, max_len=256, d=128, r=16, layers=4,
-                    kernel=32, dropout=0.1, residual=False),
+                    kernel=32, dropout=0.1, residual=False, init="delta"),
     # smaller variants (our choice of sizes, see docs/embbert.md)
     "embbert-tiny": dict(type="embbert", vocab_size=8192, max_len=256, d=96, r=16, layers=3,
-                         kernel=32, dropout=0.1, residual=False),
+                         kernel=32, dropout=0.1, residual=False, init="delta"),
     "embbert-nano": dict(type="embbert", vocab_size=8192, max_len=256, d=64, r=8, layers=2,
-                         kernel=16, dropout=0.1, residual=False),
+                         kernel=16, dropout=0.1, residual=False, init="delta"),
     # the paper's 2 MB baseline: vocab 2048, d 80, 2 layers, 2 heads, ffn x2
     "bert": dict(type="bert", vocab_size=2048, max_len=256, d=80, layers=2, heads=2, ffn=2,
                  dropout=0.1),
@@ -88,11 +90,63 @@ class NanoEmbedder(nn.Module):
         return x
 
 
+INITS = ("flax", "delta")
+
+
+def _delta_conv_init(key, shape, dtype=jnp.float32):
+    """[k, 1, d]: 1 on the current-token tap (k-1) plus N(0, 0.02^2), so the conv branch starts
+    as a near-identity of h instead of a random mix of the last k positions."""
+    k = shape[0]
+    return (jnp.zeros(shape, dtype).at[k - 1].set(1.0)
+            + 0.02 * jax.random.normal(key, shape, dtype))
+
+
+def _minus_identity_init(key, shape, dtype=jnp.float32):
+    """Wc = -I + N(0, 0.02^2): with x' = l1 O1 - l2 O2, -l2 O2 then starts as +SiLU(h), a
+    position-preserving path (the stack has no residual)."""
+    return -jnp.eye(shape[0], shape[1], dtype=dtype) + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def _scaled_lecun(scale: float):
+    base = nn.initializers.lecun_normal()
+    return lambda key, shape, dtype=jnp.float32: scale * base(key, shape, dtype)
+
+
+class CausalDepthwiseConv(nn.Module):
+    """Causal depthwise Conv1d, C[t] = sum_j w[j] * h[t-k+1+j] + b, with nn.Conv's parameters
+    (kernel [k, 1, d], bias [d]) and initial values. impl "toeplitz" computes it as one banded
+    [T, T, d] einsum: on CPU XLA's grouped convolution (feature_group_count = d) is far slower
+    than a batched matmul, though the banded form does T/k times the multiplies. impl "grouped"
+    is flax's nn.Conv, kept for the equivalence test and the throughput comparison."""
+    features: int
+    kernel: int
+    impl: str = "toeplitz"
+    kernel_init: object = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, h):
+        w = self.param("kernel", self.kernel_init, (self.kernel, 1, self.features))
+        b = self.param("bias", nn.initializers.zeros, (self.features,))
+        k = self.kernel
+        if self.impl == "grouped":                       # what nn.Conv(..., feature_group_count=d) runs
+            return jax.lax.conv_general_dilated(h, w, (1,), [(k - 1, 0)],
+                                                dimension_numbers=("NWC", "WIO", "NWC"),
+                                                feature_group_count=self.features) + b
+        if self.impl != "toeplitz":
+            raise ValueError(f"unknown conv_impl {self.impl!r}; known: toeplitz, grouped")
+        t = jnp.arange(h.shape[1])
+        j = t[None, :] - t[:, None] + k - 1              # [t, s]: the tap multiplying h[s] in C[t]
+        band = jnp.where(((j >= 0) & (j < k))[..., None], w[jnp.clip(j, 0, k - 1), 0], 0.0)
+        return jnp.einsum("tsd,bsd->btd", band, h) + b
+
+
 class EmbBERTLayer(nn.Module):
     d: int
     kernel: int
     dropout: float = 0.0
     residual: bool = False
+    init: str = "flax"
+    conv_impl: str = "toeplitz"
 
     @nn.compact
     def __call__(self, x, mask, deterministic=True):
@@ -104,16 +158,22 @@ class EmbBERTLayer(nn.Module):
                                                                      "lambda_q2", "lambda_k2"))
         lam1, lam2 = jnp.exp(jnp.dot(lq1, lk1)), jnp.exp(jnp.dot(lq2, lk2))
         # Efficient Attention: keys = values = h, projections only for the query and the output
+        delta = self.init == "delta"
         q = nn.Dense(d, name="wq")(h)
         s = jnp.einsum("btd,bsd->bts", q, h) / math.sqrt(d)
         s = jnp.where(mask[:, None, :], s, -1e30)
         a = jax.nn.softmax(s, axis=-1)
         a = jnp.where(mask[:, :, None], a, 0.0)                        # padded query rows give 0
-        o1 = nn.Dense(d, name="wo")(jnp.einsum("bts,bsd->btd", a, h))
+        # delta init: Wo x 0.1 so the attention average (the same vector at every position at
+        # init) does not swamp the position-preserving conv path
+        o1 = nn.Dense(d, name="wo", kernel_init=_scaled_lecun(0.1) if delta else
+                      nn.initializers.lecun_normal())(jnp.einsum("bts,bsd->btd", a, h))
         # causal depthwise convolution over time: C[t] uses h[t-k+1 .. t]
-        c = nn.Conv(d, (self.kernel,), padding=[(self.kernel - 1, 0)], feature_group_count=d,
-                    name="conv")(h)
-        o2 = nn.Dense(d, name="wc")(nn.silu(c))
+        c = CausalDepthwiseConv(d, self.kernel, self.conv_impl, name="conv",
+                                kernel_init=_delta_conv_init if delta else
+                                nn.initializers.lecun_normal())(h)
+        o2 = nn.Dense(d, name="wc", kernel_init=_minus_identity_init if delta else
+                      nn.initializers.lecun_normal())(nn.silu(c))
         out = lam1 * o1 - lam2 * o2
         if self.residual:
             out = out + x
@@ -131,9 +191,12 @@ class EmbBERT(nn.Module):
         mask = ids != PAD
         x = NanoEmbedder(c["vocab_size"], c["max_len"], c["d"], c["r"], c.get("emb_init", 0.02),
                           name="embedder")(ids)
+        init = c.get("init", "flax")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
         for i in range(c["layers"]):
             x = EmbBERTLayer(c["d"], c["kernel"], c.get("dropout", 0.0), c.get("residual", False),
-                             name=f"layer_{i}")(x, mask, deterministic)
+                             init, c.get("conv_impl", "toeplitz"), name=f"layer_{i}")(x, mask, deterministic)
         return x
 
 

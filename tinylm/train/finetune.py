@@ -2,12 +2,22 @@
 
 Head: Linear(d, C) on position 0 (C = 1 and MSE for the regression task STS-B, cross-entropy
 otherwise). AdamW with a short linear warm-up then a constant learning rate, weight decay 0.05,
-batch 32 (the authors' recipe), best epoch chosen on the validation split. The output is a run
-directory in the floatrun contract: run.json, tokenizer.json, params.msgpack.
+batch 32 (the authors' recipe), best epoch chosen on the validation split, early stopping after
+`patience` epochs without improvement. The backbone comes from a pretraining run or, with
+pre=None, from a fresh init of a config (training from scratch, as the authors' strongest
+TinyNLP models were).
+
+The output is a run directory in the floatrun contract (run.json, tokenizer.json, params.msgpack
+= the best epoch so far, valid from the first epoch on) plus ckpt.msgpack (the state to resume:
+params, optimizer state, best params and score, step, epoch and position in it) and log.jsonl
+(a line every `log_every` steps and one per epoch). Batch order is a pure function of
+(seed, epoch) and the dropout key is fold_in(seed, step), so a resumed run -- stopped by
+`time_budget` at any step, or by a smaller `epochs` -- ends exactly where the uninterrupted run ends.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +39,7 @@ class FinetuneError(ValueError):
 
 @dataclass
 class FinetuneConfig:
-    epochs: int = 5
+    epochs: int = 5                    # the maximum; early stopping usually ends sooner
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 100
@@ -37,7 +47,15 @@ class FinetuneConfig:
     max_len: int = 128
     seed: int = 0
     max_train: int | None = None
-    max_minutes: float | None = None
+    max_minutes: float | None = None   # wall-time cap: stop, keep the best epoch, finish the run
+    patience: int | None = 3           # stop after this many epochs without a better validation score
+    time_budget: float | None = None   # minutes: checkpoint and stop, unfinished (continue with resume)
+    log_every: int = 50                # a progress line every N steps (and one per epoch)
+
+
+# What a resumed run must share with the run that wrote the checkpoint (the rest -- epochs,
+# patience, budgets, logging -- may change between sessions).
+_RESUME_KEYS = ("batch_size", "lr", "warmup", "weight_decay", "max_len", "seed", "max_train")
 
 
 def load_pretrained(pre: str | Path):
@@ -89,18 +107,55 @@ def score(task, logits, gold) -> float:
     return compute_metric(task.metric, pred, np.asarray(gold))
 
 
-def finetune(pre: str | Path, task_name: str, out: str | Path, cfg: FinetuneConfig = FinetuneConfig(),
-             data_dir=None, on_log: Callable[[dict], None] | None = None,
-             train_examples=None, val_examples=None) -> dict:
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _start(pre, out: Path, cfg: FinetuneConfig, resume: bool, model, tokenizer):
+    """(config, tokenizer, backbone params or None, meta of the source) for a new or resumed run."""
+    from tinylm.models.embbert import get_config
+    if resume:
+        meta_path = out / "run.json"
+        if not (out / "ckpt.msgpack").is_file() or not meta_path.is_file():
+            raise FinetuneError(f"{out}: nothing to resume (no ckpt.msgpack / run.json)")
+        old = json.loads(meta_path.read_text())
+        diff = [k for k in _RESUME_KEYS if old.get("finetune", {}).get(k) != getattr(cfg, k)]
+        if diff:
+            raise FinetuneError(f"{out}: the checkpoint was trained with other settings ("
+                                + ", ".join(f"{k} {old['finetune'].get(k)} != {getattr(cfg, k)}" for k in diff) + ")")
+        return old["config"], load_tokenizer(out / "tokenizer.json"), None, old
+    if pre is None:                     # from scratch: a fresh init of the config
+        from tinylm.train.pretrain import _default_tokenizer
+        config = get_config(model or "embbert")
+        tok = load_tokenizer(tokenizer or _default_tokenizer(config["vocab_size"]))
+        if tok.get_vocab_size() != config["vocab_size"]:
+            raise FinetuneError(f"tokenizer of {tok.get_vocab_size()} tokens, the config expects "
+                                f"{config['vocab_size']}")
+        return config, tok, None, dict(source=None)
+    config, tok, backbone, pre_meta = load_pretrained(pre)
+    return config, tok, backbone, dict(source=str(pre), tokens=pre_meta.get("tokens"))
+
+
+def finetune(pre: str | Path | None, task_name: str, out: str | Path,
+             cfg: FinetuneConfig = FinetuneConfig(), data_dir=None,
+             on_log: Callable[[dict], None] | None = None, train_examples=None, val_examples=None,
+             resume: bool = False, model: str | dict | None = None,
+             tokenizer: str | Path | None = None) -> dict:
+    """Finetunes into `out`. pre=None trains `model` (a config name or dict, default "embbert")
+    from scratch with `tokenizer` (default models/tokenizer-<V>.json). resume=True continues
+    from out/ckpt.msgpack (pre, model and tokenizer are then taken from `out`)."""
     import jax
     import jax.numpy as jnp
     import optax
     from flax import serialization
     from tinynlp_data import get_task, load_split
-    from tinylm.models.embbert import classifier_from_config
+    from tinylm.models.embbert import check_same_shapes, classifier_from_config
 
     task = get_task(task_name)
-    config, tok, backbone, pre_meta = load_pretrained(pre)
+    out = Path(out)
+    config, tok, backbone, source = _start(pre, out, cfg, resume, model, tokenizer)
     if cfg.max_len > config["max_len"]:
         raise FinetuneError(f"max_len {cfg.max_len} exceeds the model's max_len {config['max_len']}")
     train = train_examples if train_examples is not None else load_split(task, "train", data_dir)
@@ -115,19 +170,44 @@ def finetune(pre: str | Path, task_name: str, out: str | Path, cfg: FinetuneConf
     va_y = [e.label for e in val]
     n_out = task.num_labels
 
-    model = classifier_from_config(config, n_out)
+    net = classifier_from_config(config, n_out)
     key = jax.random.PRNGKey(cfg.seed)
-    params = model.init(key, np.zeros((1, 16), np.int32))["params"]
-    params = dict(params)
-    params["backbone"] = backbone
+    params = dict(net.init(key, np.zeros((1, 16), np.int32))["params"])
+    if backbone is not None:
+        params["backbone"] = backbone
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
         optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, max(1, cfg.warmup)),
                               optax.constant_schedule(cfg.lr)], [max(1, cfg.warmup)]),
         weight_decay=cfg.weight_decay))
     opt_state = tx.init(params)
+    # the training state; history and the current epoch's losses travel as JSON text
+    st = dict(params=params, opt_state=opt_state, best_params=params, step=0, epoch=0, pos=0,
+              best=-np.inf, best_epoch=0, bad_epochs=0, wall_s=0.0, history="[]", losses="[]",
+              task=task.name)
+    if resume:
+        path = out / "ckpt.msgpack"
+        raw = serialization.msgpack_restore(path.read_bytes())
+        check_same_shapes(params, raw["params"], str(path))
+        st = serialization.from_state_dict(st, raw)
+        if str(raw.get("task")) != task.name:
+            raise FinetuneError(f"{path}: a checkpoint of task {raw.get('task')!r}, not {task.name!r}")
+        meta = json.loads((out / "run.json").read_text())
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for f in ("ckpt.msgpack", "log.jsonl", "params.msgpack"):   # a new run never mixes with an old one
+            (out / f).unlink(missing_ok=True)
+        (out / "tokenizer.json").write_text(tok.to_str())
+        meta = dict(arch="embbert", config=config, task=task.name, label_names=list(task.label_names),
+                    max_len=cfg.max_len, metric=task.metric, n_train=len(train), n_val=len(val),
+                    pretrained_from=source.get("source"), pretrain_tokens=source.get("tokens"))
+    params, opt_state, best_params = st["params"], st["opt_state"], st["best_params"]
+    step, epoch, pos = int(st["step"]), int(st["epoch"]), int(st["pos"])
+    best, best_epoch, bad = float(st["best"]), int(st["best_epoch"]), int(st["bad_epochs"])
+    history, losses = json.loads(str(st["history"])), json.loads(str(st["losses"]))
+    wall_before = float(st["wall_s"])
 
     def loss_fn(p, x, y, w, k):
-        logits = model.apply({"params": p}, x, deterministic=False, rngs={"dropout": k})
+        logits = net.apply({"params": p}, x, deterministic=False, rngs={"dropout": k})
         if regression:
             per = (logits[:, 0] - y) ** 2
         else:
@@ -140,65 +220,115 @@ def finetune(pre: str | Path, task_name: str, out: str | Path, cfg: FinetuneConf
         u, s = tx.update(g, s, p)
         return optax.apply_updates(p, u), s, loss
 
-    apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x, deterministic=True))
-    rng = np.random.default_rng(cfg.seed)
+    apply_fn = jax.jit(lambda p, x: net.apply({"params": p}, x, deterministic=True))
     steps_per_epoch = -(-len(tr_ids) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    best, best_params, best_epoch, history, done, step = -np.inf, params, 0, [], 0, 0
-    stopped_early = False
-    for epoch in range(1, cfg.epochs + 1):
-        order = rng.permutation(len(tr_ids))
-        losses, ep_t0, ep_tok = [], time.time(), 0
-        for idx, x in _batches(tr_ids, order, cfg.batch_size, cfg.max_len):
-            y = np.zeros((cfg.batch_size,), tr_y.dtype)
-            y[:len(idx)] = tr_y[idx]
-            w = np.zeros((cfg.batch_size,), np.float32)
-            w[:len(idx)] = 1.0
-            params, opt_state, loss = train_step(params, opt_state, x, y, w, jax.random.fold_in(key, step))
-            step += 1
-            done += 1
-            ep_tok += int((x != 0).sum())
-            if done % 20 == 0:
-                losses.append(float(loss))
-                if on_log:
-                    on_log(dict(total=total, done=done, info=f"epoch {epoch} loss {losses[-1]:.3f} "
-                                f"{ep_tok / max(time.time() - ep_t0, 1e-9):.0f} tok/s"))
-            if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
-                stopped_early = True
-                break
-        s = score(task, predict_logits(apply_fn, params, va_ids, 64, cfg.max_len, n_out), va_y)
-        history.append(dict(epoch=epoch, train_loss=float(np.mean(losses)) if losses else None,
-                            val=s, elapsed_s=round(time.time() - t0, 1)))
-        if s > best:
-            best, best_params, best_epoch = s, jax.device_get(params), epoch
+    logf = open(out / "log.jsonl", "a")
+
+    def log(rec: dict, info: str, epoch_end: bool = False):
+        rec = dict(rec, elapsed_s=round(wall_before + time.time() - t0, 1))
+        logf.write(json.dumps(rec) + "\n")
+        logf.flush()
         if on_log:
-            on_log(dict(total=total, done=done, epoch_end=True,
-                        info=f"epoch {epoch}: validation {task.metric} {s:.4f} (best {best:.4f})"))
-        if stopped_early:
-            break
-    wall = time.time() - t0
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    res = dict(task=task.name, metric=task.metric, score=float(best), best_epoch=best_epoch,
-               max_len=cfg.max_len,
-               wall_s=round(wall, 1), n_train=len(train), n_val=len(val),
-               stopped_early=stopped_early)
-    meta = dict(arch="embbert", config=config, task=task.name, label_names=list(task.label_names),
-                max_len=cfg.max_len, metric=task.metric, validation_score=float(best),
-                best_epoch=best_epoch, history=history, finetune=asdict(cfg), wall_s=round(wall, 1),
-                n_train=len(train), n_val=len(val), stopped_early=stopped_early,
-                pretrained_from=str(pre), pretrain_tokens=pre_meta.get("tokens"))
-    (out / "run.json").write_text(json.dumps(meta, indent=1))
-    (out / "tokenizer.json").write_text(tok.to_str())
-    (out / "params.msgpack").write_bytes(serialization.to_bytes(best_params))
-    return res
+            on_log(dict(total=total, done=step, epoch_end=epoch_end, info=info, record=rec))
+
+    def finish(complete: bool, reason: str) -> dict:
+        wall = round(wall_before + time.time() - t0, 1)
+        meta.update(validation_score=float(best), best_epoch=best_epoch, history=history,
+                    finetune=asdict(cfg), wall_s=wall, epochs_run=epoch, steps=step,
+                    complete=complete, stop_reason=reason,
+                    stopped_early=reason == "max_minutes")   # the wall cap cut an epoch short
+        _atomic_write(out / "run.json", json.dumps(meta, indent=1).encode())
+        return dict(task=task.name, metric=task.metric, score=float(best), best_epoch=best_epoch,
+                    max_len=cfg.max_len, wall_s=wall, n_train=len(train), n_val=len(val),
+                    epochs_run=epoch, complete=complete, stop_reason=reason,
+                    stopped_early=reason == "max_minutes")
+
+    def checkpoint():
+        state = dict(params=params, opt_state=opt_state, best_params=best_params, step=step,
+                     epoch=epoch, pos=pos, best=best, best_epoch=best_epoch, bad_epochs=bad,
+                     wall_s=wall_before + time.time() - t0, history=json.dumps(history),
+                     losses=json.dumps(losses), task=task.name)
+        _atomic_write(out / "ckpt.msgpack", serialization.to_bytes(state))
+
+    reason = "epochs"
+    try:
+        while epoch < cfg.epochs:
+            if cfg.patience is not None and bad >= cfg.patience:
+                reason = "patience"
+                break
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(tr_ids))
+            ep_t0, ep_tok, cut = time.time(), 0, False
+            batches = _batches(tr_ids, order, cfg.batch_size, cfg.max_len)
+            for i, (idx, x) in enumerate(batches):
+                if i < pos:                                   # resumed inside this epoch
+                    continue
+                y = np.zeros((cfg.batch_size,), tr_y.dtype)
+                y[:len(idx)] = tr_y[idx]
+                w = np.zeros((cfg.batch_size,), np.float32)
+                w[:len(idx)] = 1.0
+                params, opt_state, loss = train_step(params, opt_state, x, y, w,
+                                                     jax.random.fold_in(key, step))
+                step, pos = step + 1, pos + 1
+                ep_tok += int((x != 0).sum())
+                if step % cfg.log_every == 0:
+                    losses.append(float(loss))
+                    tps = ep_tok / max(time.time() - ep_t0, 1e-9)
+                    log(dict(event="step", epoch=epoch + 1, step=step, loss=round(losses[-1], 4),
+                             tokens_per_s=round(tps)),
+                        f"epoch {epoch + 1} step {step} loss {losses[-1]:.3f} {tps:.0f} tok/s")
+                if cfg.time_budget is not None and time.time() - t0 > 60 * cfg.time_budget:
+                    checkpoint()
+                    log(dict(event="stop", reason="time_budget", epoch=epoch + 1, step=step),
+                        f"time budget reached at epoch {epoch + 1} step {step}: checkpoint written")
+                    return finish(False, "time_budget")
+                if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
+                    cut = True
+                    break
+            s = score(task, predict_logits(apply_fn, params, va_ids, 64, cfg.max_len, n_out), va_y)
+            epoch, pos = epoch + 1, 0
+            history.append(dict(epoch=epoch, train_loss=float(np.mean(losses)) if losses else None,
+                                val=s, elapsed_s=round(wall_before + time.time() - t0, 1)))
+            losses = []
+            if s > best:
+                best, best_params, best_epoch, bad = s, jax.device_get(params), epoch, 0
+                _atomic_write(out / "params.msgpack", serialization.to_bytes(best_params))
+            else:
+                bad += 1
+            checkpoint()
+            finish(False, "running")                          # run.json current after every epoch
+            log(dict(event="epoch", epoch=epoch, step=step, val=s, best=best, best_epoch=best_epoch),
+                f"epoch {epoch}: validation {task.metric} {s:.4f} (best {best:.4f}, epoch {best_epoch})",
+                epoch_end=True)
+            if cut:
+                reason = "max_minutes"
+                break
+        else:
+            if cfg.patience is not None and bad >= cfg.patience:
+                reason = "patience"
+        log(dict(event="stop", reason=reason, epoch=epoch, step=step, best=best, best_epoch=best_epoch),
+            f"stopped ({reason}) after epoch {epoch}: best validation {task.metric} {best:.4f} "
+            f"(epoch {best_epoch})")
+        return finish(True, reason)
+    except KeyboardInterrupt:
+        # the last epoch-end checkpoint stays valid; the log says where to resume from
+        log(dict(event="stop", reason="interrupted", epoch=epoch + 1, step=step),
+            f"interrupted: resume from the checkpoint of epoch {epoch}")
+        raise
+    finally:
+        logf.close()
 
 
 def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, max_len: int = 128,
           lr: float = 5e-4, seed: int = 0, max_train=None, minutes=None, data_dir=None,
           log: Callable[[str], None] = print, reuse: bool = False,
-          task_max_len: dict | None = None) -> dict:
-    """Finetunes every task of a suite (or `tasks`), returns rows and a markdown table."""
+          task_max_len: dict | None = None, baseline: bool = False) -> dict:
+    """Finetunes every task of a suite (or `tasks`), returns rows and a markdown table.
+
+    With `baseline`, each row also gets the TF-IDF + logistic-regression validation score
+    (tinylm.train.baseline), the bar the model must clear; it is cached in OUT/<task>/baseline.json.
+    Off by default here because it refits a linear model per task (seconds to a minute each);
+    `tinylm bench` turns it on."""
     from tinynlp_data import GLUE, TINYNLP, get_task
     from tinynlp_data.metrics import glue_average
     names = {"tinynlp": TINYNLP, "glue": GLUE}.get(suite)
@@ -227,20 +357,48 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
         log(f"[bench] {name}: validation {r['metric']} {r['score']:.4f} in {r['wall_s']:.0f} s")
         rows.append(r)
         (out / "results.json").write_text(json.dumps(rows, indent=1))
-    lines = ["| task | metric | validation (ours) | authors (test, fp32) | best epoch | max_len | train examples | finetune wall s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    note = _baseline_rows(rows, out, data_dir, log) if baseline else "baseline: not computed"
+    lines = ["| task | metric | validation (ours) | authors (test, fp32) | baseline (TF-IDF + LR, validation) "
+             "| best epoch | max_len | train examples | finetune wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        a = AUTHORS_TINYNLP.get(r["task"])
+        a, b = AUTHORS_TINYNLP.get(r["task"]), r.get("baseline")
         lines.append(f"| {r['task']} | {r['metric']} | {100 * r['score']:.2f} | "
-                     f"{'%.2f' % a if a is not None else '-'} | {r['best_epoch']} | {r['max_len']} | {r['n_train']} | {r['wall_s']:.0f} |")
+                     f"{'%.2f' % a if a is not None else '-'} | {'%.2f' % (100 * b) if b is not None else '-'} | "
+                     f"{r['best_epoch']} | {r['max_len']} | {r['n_train']} | {r['wall_s']:.0f} |")
     avg = float(np.mean([100 * r["score"] for r in rows])) if rows else float("nan")
+    base = [r["baseline"] for r in rows if r.get("baseline") is not None]
     if suite == "tinynlp":
         ref = np.mean([AUTHORS_TINYNLP[r["task"]] for r in rows]) if rows else float("nan")
-        lines.append(f"| **average ({len(rows)}/7)** | | **{avg:.2f}** | {ref:.2f} (all 7: {AUTHORS_TINYNLP_AVG}) | | | | |")
+        b_avg = f"{100 * np.mean(base):.2f}" if base and len(base) == len(rows) else "-"
+        lines.append(f"| **average ({len(rows)}/7)** | | **{avg:.2f}** | {ref:.2f} (all 7: {AUTHORS_TINYNLP_AVG}) "
+                     f"| {b_avg} | | | | |")
     else:
         g = glue_average({r["task"]: r["score"] for r in rows})
-        lines.append(f"| **GLUE average ({len(rows)}/9)** | | **{100 * g:.2f}** | | | | | |")
-    table = "\n".join(lines)
+        b_avg = (f"{100 * glue_average({r['task']: r['baseline'] for r in rows}):.2f}"
+                 if base and len(base) == len(rows) else "-")
+        lines.append(f"| **GLUE average ({len(rows)}/9)** | | **{100 * g:.2f}** | | {b_avg} | | | | |")
+    table = "\n".join(lines) + (f"\n\n{note}" if note else "")
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
     return dict(rows=rows, average=avg, table=table)
+
+
+def _baseline_rows(rows, out: Path, data_dir, log) -> str:
+    """Adds r["baseline"] (TF-IDF + LR validation score) to each row; returns a note or ""."""
+    from tinylm.extras import MissingExtra
+    from tinylm.train.baseline import run_task
+    from tinynlp_data import DataError
+    for r in rows:
+        cache = out / r["task"] / "baseline.json"
+        try:
+            rec = json.loads(cache.read_text()) if cache.is_file() else run_task(r["task"], data_dir, ("tfidf",))
+        except MissingExtra as e:      # the bench still reports the models without it
+            return f"baseline: skipped ({e})"
+        except DataError as e:
+            return f"baseline: skipped ({e})"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(rec, indent=1))
+        r["baseline"] = rec["tfidf"]["score"]
+        log(f"[bench] {r['task']}: baseline TF-IDF + LR {rec['tfidf']['score']:.4f}")
+    return ""

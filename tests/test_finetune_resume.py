@@ -1,0 +1,99 @@
+"""Finetuning from scratch, early stopping, the progress log, and exact resume (time budget, epochs)."""
+import json
+
+import numpy as np
+import pytest
+from flax import serialization
+
+from tinylm.train.finetune import FinetuneConfig, FinetuneError, finetune
+
+TINY = dict(type="embbert", vocab_size=8192, max_len=16, d=16, r=4, layers=1, kernel=4,
+            dropout=0.1, init="delta")
+
+
+def _examples(n, seed):
+    from tinynlp_data import Example
+    rng = np.random.default_rng(seed)
+    words = ["good", "great", "fine", "bad", "awful", "poor"]
+    out = []
+    for i in range(n):
+        y = int(rng.integers(0, 2))
+        w = [words[int(rng.integers(0, 3)) + 3 * (1 - y)] for _ in range(3)]
+        out.append(Example(i, "it was " + " ".join(w), None, y))
+    return out
+
+
+TRAIN, VAL = _examples(96, 0), _examples(32, 1)
+
+
+def _run(out, resume=False, **kw):
+    cfg = FinetuneConfig(**(dict(epochs=3, lr=5e-3, warmup=1, max_len=16, batch_size=16,
+                                 log_every=2, patience=None) | kw))
+    return finetune(None, "limit", out, cfg, model=TINY, train_examples=TRAIN, val_examples=VAL,
+                    resume=resume)
+
+
+def _leaves(path):
+    from jax.tree_util import tree_leaves
+    st = serialization.msgpack_restore(path.read_bytes())
+    if "opt_state" in st:                   # the checkpoint: its training state, not wall times
+        st = {k: st[k] for k in ("params", "opt_state", "best_params", "step", "epoch", "best")}
+    return tree_leaves(st)
+
+
+def _same_run(a, b):
+    ra, rb = (json.loads((p / "run.json").read_text()) for p in (a, b))
+    assert ra["validation_score"] == rb["validation_score"] and ra["best_epoch"] == rb["best_epoch"]
+    assert [h["val"] for h in ra["history"]] == [h["val"] for h in rb["history"]]
+    assert [h["train_loss"] for h in ra["history"]] == [h["train_loss"] for h in rb["history"]]
+    for f in ("params.msgpack", "ckpt.msgpack"):
+        for x, y in zip(_leaves(a / f), _leaves(b / f)):
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "full"
+    res = _run(out)
+    return out, res
+
+
+def test_from_scratch_learns_and_logs(full):
+    out, res = full
+    assert res["complete"] and res["stop_reason"] == "epochs" and res["epochs_run"] == 3
+    assert res["score"] > 0.9, res
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["pretrained_from"] is None and meta["config"]["init"] == "delta"
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    kinds = [r["event"] for r in log]
+    assert kinds.count("epoch") == 3 and kinds[-1] == "stop"
+    assert kinds.count("step") == 3 * 6 // 2                  # 6 steps an epoch, a line every 2
+
+
+def test_resume_after_time_budget_mid_epoch_is_exact(full, tmp_path):
+    out = tmp_path / "cut"
+    res = _run(out, time_budget=0.0)                          # stops after its first step
+    assert not res["complete"] and res["stop_reason"] == "time_budget"
+    state = serialization.msgpack_restore((out / "ckpt.msgpack").read_bytes())
+    assert int(state["step"]) == 1 and int(state["pos"]) == 1 and int(state["epoch"]) == 0
+    res = _run(out, resume=True)
+    assert res["complete"] and res["score"] == full[1]["score"]
+    _same_run(full[0], out)
+
+
+def test_resume_after_epoch_1_is_exact(full, tmp_path):
+    out = tmp_path / "ep"
+    _run(out, epochs=1)
+    assert json.loads((out / "run.json").read_text())["epochs_run"] == 1
+    _run(out, resume=True)                                    # the same command, 3 epochs
+    _same_run(full[0], out)
+
+
+def test_early_stopping_and_resume_errors(tmp_path):
+    # lr 0: the score never improves after epoch 1, so patience 1 stops after epoch 2
+    res = _run(tmp_path / "p", lr=0.0, patience=1, epochs=10)
+    assert res["stop_reason"] == "patience" and res["epochs_run"] == 2 and res["best_epoch"] == 1
+    with pytest.raises(FinetuneError, match="lr"):
+        _run(tmp_path / "p", resume=True, lr=1e-3)
+    with pytest.raises(FinetuneError, match="nothing to resume"):
+        _run(tmp_path / "none", resume=True)
