@@ -177,3 +177,22 @@ def test_quantize_cli_dispatches_on_arch(model, tmp_path):
     assert G.load(tmp_path / "s.onnx").max_len == 20
     r = CliRunner().invoke(app, ["quantize", str(run), "--out", str(tmp_path / "l.onnx"), "--max-len", "999"])
     assert r.exit_code != 0 and "exceeds the model's position table" in r.output
+
+
+def test_requantizing_the_committed_run_reproduces_the_committed_graph(tmp_path):
+    """Golden test of the whole quantizer: PTQ of models/embbert-emotion gives exactly
+    models/embbert-q-emotion.onnx (nodes, attributes, every weight, the metadata)."""
+    from tinynlp_data import DataError, find_data_dir
+    try:
+        find_data_dir(None)
+    except DataError as e:
+        pytest.skip(str(e))
+    out = tmp_path / "q.onnx"
+    QE.quantize_run(ROOT / "models" / "embbert-emotion", out, name="embbert-q-emotion")
+    got, want = G.load(out), G.load(ROOT / "models" / "embbert-q-emotion.onnx")
+    node = lambda n: (n.op, n.inputs, n.outputs, n.name, n.attrs)  # noqa: E731
+    assert [node(n) for n in got.nodes] == [node(n) for n in want.nodes]
+    assert got.weights.keys() == want.weights.keys()
+    for k, w in want.weights.items():
+        assert got.weights[k].dtype == w.dtype and np.array_equal(got.weights[k], w), k
+    assert got.meta == want.meta

@@ -92,3 +92,33 @@ def test_reference_rejects_out_of_range_ids():
         reference.run(g, [2, 9000])
     with pytest.raises(ValueError):
         reference.run(g, [2] * (g.max_len + 1))
+
+
+def test_tokenizer_is_stored_compressed_and_self_contained():
+    """The model carries its tokenizer xz-compressed (a third of the JSON's size); loading gives
+    back the exact JSON, so the one file is all that build and eval need."""
+    from tinylm.tokenizer import load_tokenizer
+    model = onnx.load(str(DEFAULT_MODEL))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert "tinylm.tokenizer" not in meta
+    packed = meta["tinylm." + G.format.TOKENIZER_XZ]
+    g = G.load(DEFAULT_MODEL)
+    assert len(packed) < len(g.meta["tokenizer"]) / 2
+    assert load_tokenizer(g.meta["tokenizer"]).encode("i feel happy").ids
+
+
+def test_plain_json_tokenizer_of_older_files_still_loads(tmp_path):
+    m = onnx.load(str(DEFAULT_MODEL))
+    want = G.load(DEFAULT_MODEL).meta["tokenizer"]
+    for p in m.metadata_props:
+        if p.key == "tinylm." + G.format.TOKENIZER_XZ:
+            p.key, p.value = "tinylm.tokenizer", want
+    assert G.load(_write(m, tmp_path / "old.onnx")).meta["tokenizer"] == want
+
+
+def test_corrupt_compressed_tokenizer(tmp_path):
+    m = onnx.load(str(DEFAULT_MODEL))
+    for p in m.metadata_props:
+        if p.key == "tinylm." + G.format.TOKENIZER_XZ:
+            p.value = p.value[:200]
+    assert "tokenizer.xz is corrupt" in _error(_write(m, tmp_path / "tok.onnx"))

@@ -16,6 +16,7 @@ from tinylm import graph as G
 from tinylm.quant import embbert as QE
 from tinylm.graph import reference
 from tinylm.quant import qat as Q
+from tinylm.quant import qat_forward as QF
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = dict(type="embbert", vocab_size=8192, max_len=48, d=32, r=8, layers=2, kernel=8,
@@ -40,7 +41,7 @@ def setup(tmp_path_factory):
     params = m.init(jax.random.PRNGKey(3), np.zeros((1, 8), np.int32))["params"]
     rng = np.random.default_rng(0)
     calib = _seqs(rng, (3, 10, 46, 20, 48))
-    S = Q.scales_from_calibration(params, CFG, calib)
+    S = QF.scales_from_calibration(params, CFG, calib)
     model = QE.quantize_params(params, CFG, LABELS, calib, name="t", task="emotion", tokenizer_json=TOK)
     path = tmp_path_factory.mktemp("qat") / "ptq.onnx"
     G.save(model, path)
@@ -52,7 +53,7 @@ def test_int_forward_equals_reference(setup):
     rng = np.random.default_rng(1)
     seqs = _seqs(rng, [1, 2, 3, 5, 8, 13, 16, 17, 21, 30, 31, 32, 33, 40, 47, 48] + list(rng.integers(1, 49, 24)))
     seqs.append([2, 4])
-    got = Q.IntModel(g, CFG["layers"]).logits(seqs, batch_size=8)   # mixed lengths share batches
+    got = QF.IntModel(g, CFG["layers"]).logits(seqs, batch_size=8)   # mixed lengths share batches
     for s, row in zip(seqs, got):
         assert row.tolist() == reference.run(g, s).tolist(), len(s)
 
@@ -61,14 +62,14 @@ def test_params_from_float_equal_the_lowering(setup):
     params, S, g = setup
     qat = Q.QAT(CFG, S, CFG["max_len"])
     ip = qat.int_params(params)
-    want = Q.ip_from_graph(g)
+    want = QF.ip_from_graph(g)
     assert set(ip) == set(want)
     for k in want:
         assert np.array_equal(np.asarray(ip[k]).astype(np.int64), np.asarray(want[k]).astype(np.int64)), k
 
 
 def _batch(seqs, B):
-    return Q._pad_batch(seqs, B)
+    return QF._pad_batch(seqs, B)
 
 
 def test_qat_step_lowers_the_loss_and_exports_what_it_trained(setup, tmp_path):
@@ -94,7 +95,7 @@ def test_qat_step_lowers_the_loss_and_exports_what_it_trained(setup, tmp_path):
     probe = seqs
     q_logits, f_logits = qat.eval_logits(p, x)
     ip = qat.int_params(p)
-    for k, v in Q.ip_from_graph(g).items():
+    for k, v in QF.ip_from_graph(g).items():
         assert np.array_equal(np.asarray(ip[k]).astype(np.int64), np.asarray(v).astype(np.int64)), k
     s_logit = g.meta["logit_scale"]
     for i, s in enumerate(probe):

@@ -1,19 +1,47 @@
-"""The `tinylm` command. Each area registers its own subcommands from its own module."""
+"""The `tinylm` command, assembled here from its groups: training (training.py), compiling
+(compile.py), evaluating (evaluation.py) and boards (boards.py). Every command runs under
+common.guard, so a missing optional dependency is one line naming the extra to install."""
 from __future__ import annotations
 
 import typer
 
-from tinylm.cli import boards as cli_boards
-from tinylm.cli import training as cli_embbert
-from tinylm.cli import model as cli_spine
+from tinylm import __version__
+from tinylm.cli import boards, compile, evaluation, training
+from tinylm.cli.common import guard
 
 app = typer.Typer(
     help="tinylm: train tiny language models, quantize them to integer-only ONNX, compile them "
          "to C for Cortex-M boards, and evaluate them over serial (real board or QEMU).",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-for _module in (cli_spine, cli_embbert, cli_boards):
-    _module.register(app)
+COMMANDS = [
+    # training: float models in JAX/Flax (the `train` extra)
+    ("train", training.train_tiny_cmd),
+    *training.COMMANDS,
+    # compiling: float run -> integer graph -> C and firmware
+    ("quantize", compile.quantize),
+    ("build", compile.build),
+    # evaluating: float, integer reference or device
+    ("eval", evaluation.eval_cmd),
+    ("cost", evaluation.cost),
+    # boards
+    ("boards", boards.boards),
+    ("flash", boards.flash),
+]
+for _name, _fn in COMMANDS:
+    app.command(_name)(guard(_fn))
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"tinylm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    pass
 
 
 def main() -> None:  # pragma: no cover

@@ -13,14 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
+from tinylm.cli.common import console, fail
 
 PIP_HINT = "pip install platformio"
-
-
-def _fail(msg: str, code: int = 1):
-    console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def board_rows() -> list[dict]:
@@ -97,31 +92,31 @@ def flash(build_dir: Path = typer.Argument(..., help="build directory from `tiny
     from codegen import toolchain
     meta_file = build_dir / "build.json"
     if not meta_file.is_file():
-        _fail(f"{build_dir} is not a build directory (no build.json): run `tinylm build MODEL --board B --out {build_dir}`")
+        fail(f"{build_dir} is not a build directory (no build.json): run `tinylm build MODEL --board B --out {build_dir}`")
     meta = json.loads(meta_file.read_text())
     try:
         board = toolchain.load_board(meta["board"])
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     if board.get("runs_on") == "qemu":
-        _fail(f"board {board['name']} runs in QEMU ({board.get('qemu_machine')}): there is nothing to flash; "
+        fail(f"board {board['name']} runs in QEMU ({board.get('qemu_machine')}): there is nothing to flash; "
               f"`tinylm eval {build_dir} --task TASK` starts QEMU itself")
     pio_cfg = board.get("platformio", {})
     platform = pio_cfg.get("platform")
     if not platform:
-        _fail(f"board {board['name']} has no PlatformIO platform in boards/{board['name']}.toml")
+        fail(f"board {board['name']} has no PlatformIO platform in boards/{board['name']}.toml")
     if not (build_dir / "platformio.ini").is_file():
-        _fail(f"{build_dir / 'platformio.ini'} is missing: rebuild with `tinylm build`")
+        fail(f"{build_dir / 'platformio.ini'} is missing: rebuild with `tinylm build`")
     pio = find_pio()
     if pio is None:
-        _fail(f"PlatformIO is not installed. Install it with `{PIP_HINT}`, then its platform with "
+        fail(f"PlatformIO is not installed. Install it with `{PIP_HINT}`, then its platform with "
               f"`pio pkg install --global --platform {platform}`, and run `tinylm flash {build_dir}` again.")
     try:
         have = installed_platforms(pio)
     except (RuntimeError, json.JSONDecodeError) as e:
-        _fail(f"could not list PlatformIO platforms: {e}")
+        fail(f"could not list PlatformIO platforms: {e}")
     if platform not in have:
-        _fail(f"PlatformIO platform {platform!r} is not installed (installed: {', '.join(have) or 'none'}). "
+        fail(f"PlatformIO platform {platform!r} is not installed (installed: {', '.join(have) or 'none'}). "
               f"Install it with `{pio} pkg install --global --platform {platform}` (it downloads the platform, "
               f"its toolchain and upload tool, so it needs internet), then run `tinylm flash {build_dir}` again.")
     cmd = [pio, "run", "-d", str(build_dir), "-e", board["name"], "-t", "upload"]
@@ -132,12 +127,7 @@ def flash(build_dir: Path = typer.Argument(..., help="build directory from `tiny
     out = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
         tail = "\n".join(out.splitlines()[-25:])
-        _fail(f"upload failed (pio exit code {proc.returncode}):\n{tail}")
+        fail(f"upload failed (pio exit code {proc.returncode}):\n{tail}")
     print(f"flashed {build_dir} to {board['name']} ({platform}/{pio_cfg.get('board')}, "
           f"upload {pio_cfg.get('upload_protocol', 'default')}).")
     print(f"next: tinylm eval {build_dir} --port {board.get('serial_hint', '/dev/ttyACM0')} --task emotion")
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(boards)
-    app.command()(flash)

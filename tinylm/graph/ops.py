@@ -16,6 +16,23 @@ Conventions shared by all ops:
 - Saturation clamps to the output type's range; nothing wraps. Int32
   accumulators never overflow: codegen proves a bound for every MatMulInteger
   and Add before it emits C, and refuses the model otherwise.
+
+One spec, two backends. Every op takes ``xp``, an array namespace: numpy (the
+default) for the reference interpreter, ``jax.numpy`` for quantization-aware
+training (tinylm/quant/qat_forward.py), which runs these same functions on
+batches. So each op is written against what numpy and jax.numpy share:
+functional updates only, leading batch axes allowed (the op works on the last
+one or two), no data-dependent Python control flow. Two things differ by
+backend and are stated where they occur: range errors are raised only on
+concrete numpy inputs (a traced array has no value to check), and
+``matmul_integer`` uses exact float32 products off numpy. The jax backend must
+run with 64-bit types enabled (``jax.enable_x64``) and float32 matmuls at full
+precision (``jax.default_matmul_precision("highest")``).
+
+Only ``attention_int`` and ``softmax_int`` have a backend-neutral extra, the
+``mask`` of real keys that batches padded to one length need; the graph never
+passes one (it runs the n real tokens), and with every key real the result is
+the same.
 """
 from __future__ import annotations
 
@@ -24,14 +41,21 @@ import numpy as np
 INT8_MIN, INT8_MAX = -128, 127
 
 
-def _round_shift(v: np.ndarray, shift) -> np.ndarray:
+def _i64(x, xp):
+    return xp.asarray(x).astype(xp.int64)
+
+
+def _round_shift(v, shift, xp=np):
     """(v + 2**(shift-1)) >> shift on int64, with shift >= 1 (array or scalar)."""
-    v = np.asarray(v, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
-    return (v + (np.int64(1) << (shift - 1))) >> shift
+    v, shift = _i64(v, xp), _i64(shift, xp)
+    return (v + (xp.asarray(1, dtype=xp.int64) << (shift - 1))) >> shift
 
 
-def requantize(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+def _to_int8(y, xp):
+    return xp.clip(y, INT8_MIN, INT8_MAX).astype(xp.int8)
+
+
+def requantize(x, multiplier, shift, xp=np):
     """ai.tinylm.Requantize -- kernel ``requantize_s32_s8``.
 
     int32 x, multiplier and shift int32 of length 1 (per tensor) or of length
@@ -41,31 +65,37 @@ def requantize(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.n
 
     with 0 <= m < 2**31 and 1 <= s <= 62, so the product never overflows int64.
     """
-    x = np.asarray(x, dtype=np.int64)
-    m = np.asarray(multiplier, dtype=np.int64).reshape(-1)
-    s = np.asarray(shift, dtype=np.int64).reshape(-1)
-    y = _round_shift(x * m, s)
-    return np.clip(y, INT8_MIN, INT8_MAX).astype(np.int8)
+    m = _i64(multiplier, xp).reshape(-1)
+    s = _i64(shift, xp).reshape(-1)
+    return _to_int8(_round_shift(_i64(x, xp) * m, s, xp), xp)
 
 
-def matmul_integer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def matmul_integer(a, b, xp=np):
     """ONNX MatMulInteger (zero points 0) -- kernel ``matmul_s8_s32``.
 
-    int8 a [m, k] times int8 b [k, n] gives the exact int32 product [m, n].
+    int8 a [..., m, k] times int8 b [..., k, n] gives the exact int32 product [..., m, n].
+
+    Off numpy the product runs in float32 when k <= 1024: every term is an integer
+    of magnitude <= 2**14 and every partial sum < 2**24, so float32 is exact in any
+    summation order, and accelerators multiply float32 far faster than int64.
     """
-    return (np.asarray(a, np.int32) @ np.asarray(b, np.int32)).astype(np.int32)
+    if xp is np:
+        return (np.asarray(a, np.int32) @ np.asarray(b, np.int32)).astype(np.int32)
+    if a.shape[-1] <= 1024:
+        return xp.matmul(a.astype(xp.float32), b.astype(xp.float32)).astype(xp.int32)
+    return xp.matmul(_i64(a, xp), _i64(b, xp)).astype(xp.int32)
 
 
-def add_int32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def add_int32(a, b, xp=np):
     """ONNX Add on int32 -- kernel ``add_s32``.
 
     b is either a's shape or a's last axis (a bias broadcast over rows). Exact:
     codegen proves the sum fits int32.
     """
-    return (np.asarray(a, np.int64) + np.asarray(b, np.int64)).astype(np.int32)
+    return (_i64(a, xp) + _i64(b, xp)).astype(xp.int32)
 
 
-def add_int8(a: np.ndarray, b: np.ndarray, ma: int, mb: int, shift: int) -> np.ndarray:
+def add_int8(a, b, ma, mb, shift, xp=np):
     """ai.tinylm.AddInt8 -- kernel ``add_s8``.
 
     Adds two int8 tensors of the same shape with different scales (a residual
@@ -75,43 +105,47 @@ def add_int8(a: np.ndarray, b: np.ndarray, ma: int, mb: int, shift: int) -> np.n
 
     with |ma|, |mb| < 2**31 and 1 <= shift <= 62.
     """
-    acc = np.asarray(a, np.int64) * np.int64(ma) + np.asarray(b, np.int64) * np.int64(mb)
-    return np.clip(_round_shift(acc, shift), INT8_MIN, INT8_MAX).astype(np.int8)
+    acc = _i64(a, xp) * _i64(ma, xp) + _i64(b, xp) * _i64(mb, xp)
+    return _to_int8(_round_shift(acc, shift, xp), xp)
 
 
-def gather(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def gather(table, ids, xp=np):
     """ONNX Gather on axis 0 -- kernel ``gather_s8``.
 
-    Rows of an int8 table [rows, cols] picked by int32 ids [n], giving [n, cols].
+    Rows of an int8 table [rows, cols] picked by int32 ids [...], giving [..., cols].
     Every id must satisfy 0 <= id < rows; the interpreter raises otherwise and the
     firmware refuses such an input before inference.
     """
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
-        raise IndexError(f"Gather index out of range [0, {table.shape[0]})")
-    return np.asarray(table)[ids]
+    table = xp.asarray(table)
+    if xp is np:
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
+            raise IndexError(f"Gather index out of range [0, {table.shape[0]})")
+    return table[ids]
 
 
-def position_ids(ids: np.ndarray) -> np.ndarray:
-    """ai.tinylm.PositionIds -- kernel ``position_ids_s32``: [0, 1, ..., n-1] as int32."""
-    return np.arange(np.asarray(ids).shape[0], dtype=np.int32)
+def position_ids(ids, xp=np):
+    """ai.tinylm.PositionIds -- kernel ``position_ids_s32``: [0, 1, ..., n-1] as int32
+    (n = the last axis of ids)."""
+    return xp.arange(ids.shape[-1], dtype=xp.int32)
 
 
-def transpose(x: np.ndarray) -> np.ndarray:
-    """ONNX Transpose of a 2-D int8 tensor -- kernel ``transpose_s8``."""
-    return np.ascontiguousarray(np.asarray(x).T)
+def transpose(x, xp=np):
+    """ONNX Transpose of a 2-D int8 tensor (the last two axes) -- kernel ``transpose_s8``."""
+    y = xp.swapaxes(xp.asarray(x), -1, -2)
+    return np.ascontiguousarray(y) if xp is np else y
 
 
-def lut(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+def lut(x, table, xp=np):
     """ai.tinylm.Lut -- kernel ``lut_s8``: any int8 -> int8 function as a table.
 
     y = table[x + 128] with table int8 [256]. Used for GELU and SiLU: the
     quantizer folds input and output scales into the table.
     """
-    return np.asarray(table, np.int8)[np.asarray(x, np.int64) + 128]
+    return xp.asarray(table).astype(xp.int8)[_i64(x, xp) + 128]
 
 
-def softmax_int(x: np.ndarray, multiplier: int, shift: int, exp_lut: np.ndarray) -> np.ndarray:
+def softmax_int(x, multiplier, shift, exp_lut, xp=np, mask=None):
     """ai.tinylm.SoftmaxInt -- kernel ``softmax_s32_s8``: softmax over the last axis.
 
     int32 x [rows, cols]; exp_lut uint16 [K], exp_lut[i] ~ 65535 * exp(-i / 2**f);
@@ -132,19 +166,33 @@ def softmax_int(x: np.ndarray, multiplier: int, shift: int, exp_lut: np.ndarray)
     The output scale is 1/127. sum > 0 because exp_lut[0] > 0 is required (the
     row maximum always maps to index 0). sum <= cols * 65535 < 2**32 for cols <
     65537, and e * 127 + sum/2 < 2**32 as well, so C can use uint32 throughout.
+
+    mask (bool, broadcastable to x; not a graph input): only the True columns of a
+    row take part -- the others get 0 and change nothing else, so a row padded
+    with masked columns gives the unpadded row's result.
     """
-    x = np.asarray(x, np.int64)
-    exp_lut = np.asarray(exp_lut, np.uint16)
-    mx = x.max(axis=-1, keepdims=True)
-    diff = (mx - x).astype(np.uint64)  # in [0, 2**32)
-    sh = np.uint64(shift)
-    z = (diff * np.uint64(multiplier) + (np.uint64(1) << (sh - np.uint64(1)))) >> sh
-    e = exp_lut[np.minimum(z, np.uint64(exp_lut.shape[0] - 1))].astype(np.int64)
+    x = _i64(x, xp)
+    lut_ = _i64(exp_lut, xp)
+    if mask is None:
+        mx = x.max(axis=-1, keepdims=True)
+        diff = mx - x
+    else:
+        mx = xp.where(mask, x, np.iinfo(np.int64).min).max(axis=-1, keepdims=True)
+        diff = xp.where(mask, mx - x, 0)
+    u64 = xp.uint64
+    sh = _i64(shift, xp).astype(u64)
+    one = xp.asarray(1, dtype=u64)
+    z = (diff.astype(u64) * _i64(multiplier, xp).astype(u64) + (one << (sh - one))) >> sh
+    e = lut_[xp.minimum(z, xp.asarray(lut_.shape[0] - 1, dtype=u64)).astype(xp.int64)]
+    if mask is not None:
+        e = xp.where(mask, e, 0)
     total = e.sum(axis=-1, keepdims=True)
-    return ((e * 127 + (total >> 1)) // total).astype(np.int8)
+    if mask is not None:
+        total = xp.maximum(total, 1)          # a row without any real column: zeros
+    return ((e * 127 + (total >> 1)) // total).astype(xp.int8)
 
 
-def rmsnorm_int(x: np.ndarray, gain: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
+def rmsnorm_int(x, gain, multiplier, shift, xp=np):
     """ai.tinylm.RMSNormInt -- kernel ``rmsnorm_s8``: RMSNorm over the last axis.
 
     int8 x [rows, d], int8 gain [d]. The input scale cancels in x / rms(x), so
@@ -163,24 +211,21 @@ def rmsnorm_int(x: np.ndarray, gain: np.ndarray, multiplier: int, shift: int) ->
     square root (the largest r with r*r <= ms; C: bit-by-bit on uint64). A row of
     zeros gives zeros.
     """
-    x = np.asarray(x, np.int64)
+    x = _i64(x, xp)
     d = x.shape[-1]
     ss = (x * x).sum(axis=-1, keepdims=True)
-    ms = (ss << 16) // d
-    r = np.maximum(isqrt(ms), 1)
-    inv = (np.int64(1) << 22) // r
-    p = x * np.asarray(gain, np.int64) * inv
-    return requantize(p, np.array([multiplier]), np.array([shift]))
+    r = xp.maximum(isqrt((ss << 16) // d, xp), 1)
+    inv = (1 << 22) // r
+    return requantize(x * _i64(gain, xp) * inv, multiplier, shift, xp)
 
 
-def isqrt(v: np.ndarray) -> np.ndarray:
+def isqrt(v, xp=np):
     """Exact floor square root of non-negative int64 values (< 2**62)."""
-    v = np.asarray(v, np.int64)
-    r = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
+    v = _i64(v, xp)
+    r = xp.floor(xp.sqrt(v.astype(xp.float64))).astype(xp.int64)
     # float sqrt can be off by one for large values: fix up exactly
-    r = np.where(r * r > v, r - 1, r)
-    r = np.where((r + 1) * (r + 1) <= v, r + 1, r)
-    return r
+    r = xp.where(r * r > v, r - 1, r)
+    return xp.where((r + 1) * (r + 1) <= v, r + 1, r)
 
 
 # ----------------------------------------------------------------------------- EmbBERT-Q
@@ -188,21 +233,19 @@ def isqrt(v: np.ndarray) -> np.ndarray:
 SEP_ID = 4   # [SEP] in the tinylm tokenizer
 
 
-def segment_ids(ids: np.ndarray) -> np.ndarray:
+def segment_ids(ids, xp=np):
     """ai.tinylm.SegmentIds -- kernel ``segment_ids_s32``: EmbBERT's segment of each token.
 
-    int32 ids [n] -> int32 [n]: 1 for every token up to and including the first [SEP]
-    (id 4), 2 for every token after it. The device only ever sees real tokens, so the
+    int32 ids [..., n] -> int32 [..., n]: 1 for every token up to and including the first
+    [SEP] (id 4), 2 for every token after it. The device only ever sees real tokens, so the
     float model's segment 0 (padding) never occurs.
     """
-    ids = np.asarray(ids, np.int64).reshape(-1)
-    is_sep = (ids == SEP_ID).astype(np.int64)
-    before = np.cumsum(is_sep) - is_sep          # [SEP]s strictly before position t
-    return np.where(before > 0, 2, 1).astype(np.int32)
+    is_sep = (_i64(ids, xp) == SEP_ID).astype(xp.int64)
+    before = xp.cumsum(is_sep, axis=-1) - is_sep          # [SEP]s strictly before position t
+    return xp.where(before > 0, 2, 1).astype(xp.int32)
 
 
-def attention_int(q: np.ndarray, kv: np.ndarray, multiplier: int, shift: int, exp_lut: np.ndarray,
-                  out_multiplier: int, out_shift: int) -> np.ndarray:
+def attention_int(q, kv, multiplier, shift, exp_lut, out_multiplier, out_shift, xp=np, mask=None):
     """ai.tinylm.AttentionInt -- kernel ``attention_s8``: EmbBERT's Efficient Attention
     (keys = values = kv), fused, one query row at a time; the m x n matrix never exists.
 
@@ -217,11 +260,12 @@ def attention_int(q: np.ndarray, kv: np.ndarray, multiplier: int, shift: int, ex
     Requires 1 <= n, d * 2**14 < 2**31, n * 127 * 128 < 2**31 (codegen checks both),
     and the multiplier/shift domains of softmax_int and requantize. The C kernel needs
     a scratch of n + d int32 (``attention_s8_scratch_bytes``).
+
+    mask: bool [..., n], the real keys of padded batches (see softmax_int).
     """
-    s = matmul_integer(q, np.asarray(kv).T)
-    p = softmax_int(s, multiplier, shift, exp_lut)
-    acc = matmul_integer(p, kv)
-    return requantize(acc, np.array([out_multiplier]), np.array([out_shift]))
+    s = matmul_integer(q, xp.swapaxes(xp.asarray(kv), -1, -2), xp)
+    p = softmax_int(s, multiplier, shift, exp_lut, xp, mask=None if mask is None else mask[..., None, :])
+    return requantize(matmul_integer(p, kv, xp), out_multiplier, out_shift, xp)
 
 
 def attention_scratch_bytes(n: int, d: int) -> int:
@@ -229,22 +273,23 @@ def attention_scratch_bytes(n: int, d: int) -> int:
     return 4 * (int(n) + int(d))
 
 
-def causal_dwconv_int(x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
+def causal_dwconv_int(x, w, bias, xp=np):
     """ai.tinylm.CausalDepthwiseConvInt -- kernel ``causal_dwconv_s8_s32``.
 
-    int8 x [n, d], int8 w [k, d], int32 bias [d] -> int32 [n, d], a depthwise causal
+    int8 x [..., n, d], int8 w [k, d], int32 bias [d] -> int32 [..., n, d], a depthwise causal
     convolution over time (each channel its own k taps; w[k-1] multiplies the current row):
 
         y[t, c] = bias[c] + sum_{j=0..k-1, t-k+1+j >= 0} w[j, c] * x[t-k+1+j, c]
 
     Exact: codegen proves |bias| + k * 128 * max|w| < 2**31.
     """
-    x = np.asarray(x, np.int64)
-    w = np.asarray(w, np.int64)
-    n, k = x.shape[0], w.shape[0]
-    y = np.broadcast_to(np.asarray(bias, np.int64), x.shape).copy()
+    x, w = _i64(x, xp), _i64(w, xp)
+    n, k = x.shape[-2], w.shape[0]
+    y = xp.broadcast_to(_i64(bias, xp), x.shape)
     for j in range(k):
-        lag = k - 1 - j                      # x row t - lag
+        lag = k - 1 - j                      # tap j reads row t - lag
         if lag < n:
-            y[lag:] += w[j] * x[:n - lag]
-    return y.astype(np.int32)
+            late = x[..., :n - lag, :] if lag else x
+            shifted = xp.concatenate([xp.zeros_like(x[..., :lag, :]), late], axis=-2)
+            y = y + w[j] * shifted
+    return y.astype(xp.int32)

@@ -2,7 +2,6 @@
 multipliers, look-up tables. Pure numpy: what it produces is what tinylm/graph/ops.py consumes."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -15,45 +14,59 @@ def scale_of(absmax: float, qmax: int = 127) -> float:
     return max(float(absmax), 1e-8) / qmax
 
 
-def quantize_multiplier(real: float, target_bits: int = 30) -> tuple[int, int]:
-    """(m, s) with m / 2**s ~= real, m < 2**31 and 1 <= s <= 62: for Requantize and friends.
+def _floor_log2(x, xp):
+    _, e = xp.frexp(x)               # x = mant * 2**e with mant in [0.5, 1): floor(log2 x) = e - 1
+    return e.astype(xp.int64) - 1
 
-    m is placed in [2**(target_bits-1), 2**target_bits) when the shift range allows."""
-    if real <= 0:
-        return 0, 1
-    s = target_bits - 1 - math.floor(math.log2(real))
-    s = min(max(s, 1), 62)
-    m = int(round(real * 2.0 ** s))
-    if m >= 2 ** 31:
-        raise ValueError(f"multiplier {real} too large for int32 fixed point")
+
+def quantize_multipliers(real, xp=np):
+    """Elementwise (m, s) with m / 2**s ~= real, m < 2**31 and 1 <= s <= 62: for Requantize
+    and friends; m lies in [2**29, 2**30) when the shift range allows. real <= 0 gives (0, 1).
+    Numpy gives int32 arrays and refuses a real too large for int32 fixed point."""
+    real = xp.asarray(real).astype(xp.float64)
+    pos = real > 0
+    safe = xp.where(pos, real, 1.0)
+    s = xp.clip(29 - _floor_log2(safe, xp), 1, 62)
+    m = xp.where(pos, xp.round(xp.ldexp(safe, s.astype(xp.int32))).astype(xp.int64), 0)
+    s = xp.where(pos, s, 1)
+    if xp is np:
+        if (m >= 2 ** 31).any():
+            raise ValueError(f"multiplier {real.reshape(-1)[int(np.argmax(m >= 2 ** 31))]} too large for int32 fixed point")
+        return m.astype(np.int32), s.astype(np.int32)
     return m, s
 
 
-def quantize_multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pairs = [quantize_multiplier(float(r)) for r in np.asarray(real).reshape(-1)]
-    return (np.array([p[0] for p in pairs], np.int32), np.array([p[1] for p in pairs], np.int32))
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """quantize_multipliers of one float, as Python ints."""
+    m, s = quantize_multipliers(np.array([real], np.float64))
+    return int(m[0]), int(s[0])
 
 
-def add_multipliers(scale_a: float, scale_b: float, scale_out: float) -> tuple[int, int, int]:
-    """(ma, mb, shift) for AddInt8: y = (a*ma + b*mb) >> shift. Signs of scale_a/b are kept
-    (EmbBERT's weighted difference passes a negative scale_b)."""
-    ra, rb = scale_a / scale_out, scale_b / scale_out
-    big = max(abs(ra), abs(rb), 1e-12)
-    shift = min(max(29 - math.floor(math.log2(big)), 1), 62)
-    return int(round(ra * 2 ** shift)), int(round(rb * 2 ** shift)), shift
+def add_multipliers(scale_a, scale_b, scale_out, xp=np):
+    """(ma, mb, shift) for AddInt8: y = (a*ma + b*mb) >> shift, one shift for both. Signs of
+    scale_a/b are kept (EmbBERT's weighted difference passes a negative scale_b). Numpy: Python
+    ints; otherwise an int64 array [3]."""
+    ra = xp.asarray(scale_a).astype(xp.float64) / scale_out
+    rb = xp.asarray(scale_b).astype(xp.float64) / scale_out
+    big = xp.maximum(xp.maximum(xp.abs(ra), xp.abs(rb)), 1e-12)
+    sh = xp.clip(29 - _floor_log2(big, xp), 1, 62)
+    e = sh.astype(xp.int32)
+    ma, mb = (xp.round(xp.ldexp(r, e)).astype(xp.int64) for r in (ra, rb))
+    if xp is np:
+        return int(ma), int(mb), int(sh)
+    return xp.stack([ma, mb, sh])
 
 
-def quantize_weight(w: np.ndarray, per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """int8 weights [in, out] and their scales (per output channel, or one)."""
-    w = np.asarray(w, np.float64)
-    absmax = np.abs(w).max(axis=0) if per_channel else np.array([np.abs(w).max()])
-    scale = np.maximum(absmax, 1e-8) / 127.0
-    q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
-    return q, scale
+def quantize_weight(w, per_channel: bool = True, xp=np):
+    """int8 weights [in, out] and their float64 scales (per output channel, or one)."""
+    w = xp.asarray(w).astype(xp.float64)
+    absmax = xp.abs(w).max(axis=0) if per_channel else xp.abs(w).max().reshape(1)
+    scale = xp.maximum(absmax, 1e-8) / 127.0
+    return xp.clip(xp.round(w / scale), -127, 127).astype(xp.int8), scale
 
 
-def quantize_bias(b: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    return np.round(np.asarray(b, np.float64) / scale).astype(np.int32)
+def quantize_bias(b, scale, xp=np):
+    return xp.round(xp.asarray(b).astype(xp.float64) / scale).astype(xp.int32)
 
 
 def exp_lut() -> np.ndarray:

@@ -1,0 +1,84 @@
+"""`tinylm eval` (a float run, a graph on the integer reference, or firmware over serial, on a
+task) and `tinylm cost` (instructions or cycles per inference by input length)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tinylm.cli.common import console, fail, progress
+
+
+def eval_cmd(target: Path = typer.Argument(..., help="build directory (device), quantized .onnx (integer reference) or run directory (float)"),
+             task: str = typer.Option(..., help="task name"),
+             data: Optional[Path] = typer.Option(None, help="evaluate this JSONL(.gz) file instead of the validation split"),
+             data_dir: Optional[Path] = typer.Option(None, help="data bundle root"),
+             limit: Optional[int] = typer.Option(None, help="only the first N examples"),
+             sample: Optional[int] = typer.Option(None, help="a fixed random subset of N examples (seeded by --seed)"),
+             seed: int = typer.Option(0, help="seed of --sample"),
+             port: Optional[str] = typer.Option(None, help="device serial port or URL (/dev/ttyACM0, socket://host:port, rfc2217://...); default for qemu-* boards: start QEMU"),
+             json_path: Optional[Path] = typer.Option(None, "--json", help="write results JSON here (default: <target>/eval-<task>.json)"),
+             resume: bool = typer.Option(False, help="continue an interrupted run without repeating examples")):
+    """Evaluate a model on a task: float run, integer reference or firmware over serial."""
+    from tinylm.harness.evaluate import EvalError, evaluate
+    from tinylm.train.floatrun import RunError
+    from tinylm.graph import GraphError
+    with progress() as prog:
+        bar = prog.add_task(f"eval {task}", total=None, info="")
+        mism = [0]
+
+        def cb(done, total, rec):
+            mism[0] += 0 if rec.get("match", True) else 1
+            prog.update(bar, total=total, completed=done,
+                        info=f"mismatches {mism[0]}" if "match" in rec else "")
+        try:
+            res = evaluate(target, task, data=str(data) if data else None, data_dir=data_dir, limit=limit,
+                           sample=sample, seed=seed, port=port, json_out=json_path, resume=resume, progress=cb)
+        except (EvalError, GraphError, RunError, KeyError, ValueError) as e:
+            fail(str(e).strip("'\""))
+    lines = [f"{res['task']} {res['metric']}: {res['score']:.4f} on {res['examples']} examples ({res['engine']})"
+             if res["score"] is not None else f"{res['task']}: no examples evaluated"]
+    if "mismatches" in res:
+        lines.append(f"mismatches with the integer reference: {res['mismatches']}")
+        if res.get("first_mismatch"):
+            lines.append(f"first mismatch: {res['first_mismatch']}")
+    if "instructions_mean" in res:
+        lines.append(f"instructions per inference (mean): {res['instructions_mean']:.0f}")
+    if "wall_s_per_example" in res:
+        lines.append(f"harness wall time per example: {res['wall_s_per_example'] * 1000:.1f} ms "
+                     f"(infer command {res['infer_share']:.0%}, loading input {res['load_share']:.0%}, "
+                     f"cost query + reference check {res['check_share']:.0%})")
+    mem_file = Path(target) / "memory.json"
+    if mem_file.is_file():
+        mem = json.loads(mem_file.read_text())
+        lines.append(f"flash {mem.get('flash_bytes')} B, RAM {mem.get('ram_bytes')} B, arena {mem['arena_bytes']} B")
+    lines.append(f"results: {res['json']}")
+    for line in lines:
+        print(line)
+    if res.get("interrupted"):
+        console.print(f"[yellow]{res['interrupted']}[/yellow]")
+        raise typer.Exit(3)
+
+
+def cost(build_dir: Path = typer.Argument(..., help="build directory of a qemu-* board (or give --port)"),
+         lengths: str = typer.Option("8,16,32,64", help="comma-separated input lengths in tokens"),
+         port: Optional[str] = typer.Option(None, help="device port/URL instead of starting QEMU"),
+         repeats: int = typer.Option(5, help="host-timed repetitions per length"),
+         json_out: bool = typer.Option(False, "--json", help="print JSON")):
+    """Instructions (QEMU) or cycles (hardware) per inference by input length, and host round-trip times."""
+    from tinylm.harness.costs import measure_costs
+    from tinylm.harness.evaluate import EvalError
+    try:
+        rows = measure_costs(build_dir, [int(x) for x in lengths.split(",")], port=port, repeats=repeats)
+    except (EvalError, ValueError) as e:
+        fail(str(e))
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    unit = "instructions" if "instructions" in rows[0] else "cycles"
+    print(f"{'tokens':>6} {unit:>12} {'MACs':>10} {unit[:5] + '/MAC':>10} {'infer ms':>9} {'noop ms':>8}")
+    for r in rows:
+        print(f"{r['tokens']:>6} {r[unit]:>12} {r['macs']:>10} {r[unit] / r['macs']:>10.2f} "
+              f"{r['infer_ms']:>9.2f} {r['noop_ms']:>8.2f}")
