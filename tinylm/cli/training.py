@@ -23,6 +23,16 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def _with_init(model: str, init: Optional[str]):
+    """The config name, or its dict with `init` replaced (an ablation of issue 9's init)."""
+    if init is None:
+        return model
+    from tinylm.models.embbert import INITS, get_config
+    if init not in INITS:
+        _fail(f"unknown init {init!r}; known: {', '.join(INITS)}")
+    return dict(get_config(model), init=init)
+
+
 def register(app: typer.Typer) -> None:
 
     @app.command("tokenizer")
@@ -49,6 +59,8 @@ def register(app: typer.Typer) -> None:
     @app.command("pretrain")
     def pretrain_cmd(
         model: str = typer.Option("embbert", help="Model config: embbert, embbert-tiny, embbert-nano, bert."),
+        init: Optional[str] = typer.Option(None, help="Override the config's init: delta (the "
+                                           "configs' default) or flax (the old one)."),
         out: Path = typer.Option(..., help="Run directory (checkpoint, tokenizer, log)."),
         steps: int = typer.Option(10_000, help="Total optimizer steps."),
         seq_len: int = typer.Option(128, help="Sequence length (<= the model's max_len 256)."),
@@ -70,7 +82,7 @@ def register(app: typer.Typer) -> None:
         from tinylm.train.pretrain import PretrainConfig, PretrainError, pretrain
         from tinylm.models.embbert import CheckpointMismatch
         from tinynlp_data import DataError, find_data_dir
-        cfg = PretrainConfig(model=model, seq_len=seq_len, batch_size=batch_size, steps=steps, lr=lr,
+        cfg = PretrainConfig(model=_with_init(model, init), seq_len=seq_len, batch_size=batch_size, steps=steps, lr=lr,
                              warmup=warmup, weight_decay=weight_decay, nsp=nsp, seed=seed,
                              ckpt_every=ckpt_every, max_minutes=minutes)
         try:
@@ -102,6 +114,8 @@ def register(app: typer.Typer) -> None:
                                  "ckpt.msgpack, log.jsonl)."),
         from_scratch: bool = typer.Option(False, help="No pretraining: a fresh init of --model."),
         model: str = typer.Option("embbert", help="Model config for --from-scratch."),
+        init: Optional[str] = typer.Option(None, help="Override the config's init for --from-scratch: "
+                                           "delta (the configs' default) or flax (the old one)."),
         tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer for --from-scratch (default "
                                                  "models/tokenizer-<vocab>.json)."),
         epochs: int = typer.Option(30, help="Maximum number of epochs (early stopping usually ends sooner)."),
@@ -144,7 +158,8 @@ def register(app: typer.Typer) -> None:
                     if not sys.stderr.isatty():     # nohup / CI: one line per record instead of a bar
                         print(time.strftime("%H:%M:%S"), task, r["info"], file=sys.stderr, flush=True)
                 res = finetune(None if from_scratch else pre, task, out, cfg, data_dir=data_dir,
-                               on_log=on_log, resume=resume, model=model, tokenizer=tokenizer)
+                               on_log=on_log, resume=resume, model=_with_init(model, init),
+                               tokenizer=tokenizer)
         except (FinetuneError, CheckpointMismatch, DataError, KeyError) as e:
             _fail(str(e).strip("'\""))
         except KeyboardInterrupt:
