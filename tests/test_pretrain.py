@@ -72,6 +72,16 @@ def test_resume_with_another_config_is_a_clear_error(tmp_path):
         P.pretrain(tmp_path / "empty", _cfg(steps=1), stream=_stream(), resume=True)
 
 
+def test_a_run_begun_without_init_resumes_under_a_config_with_it(tmp_path):
+    # TINY has no "init" key, like models/embbert-pre; the configs now say init "delta"
+    P.pretrain(tmp_path / "r", _cfg(steps=1), stream=_stream())
+    cfg = _cfg(steps=2)
+    cfg.model = dict(TINY, init="delta", conv_impl="grouped")
+    P.pretrain(tmp_path / "r", cfg, stream=_stream(), resume=True)
+    meta = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert meta["step"] == 2 and meta["config"] == TINY
+
+
 # ---------------------------------------------------------------- finetuning
 
 def _examples(n, seed):

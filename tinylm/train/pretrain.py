@@ -191,9 +191,10 @@ def pretrain(out: str | Path, cfg: PretrainConfig, corpus=None, tokenizer: str |
         if not (out / "ckpt.msgpack").is_file() or not meta_path.is_file():
             raise PretrainError(f"{out}: nothing to resume (no ckpt.msgpack / run.json)")
         old = json.loads(meta_path.read_text())
-        if old.get("config") != model_cfg:
+        if _arch(old.get("config")) != _arch(model_cfg):
             raise PretrainError(f"{out}/run.json: the checkpoint is of another config "
                                 f"({old.get('config')}), not {model_cfg}")
+        model_cfg = old["config"]       # e.g. a run begun before `init` existed keeps its config
         tok_path = out / "tokenizer.json"
     else:
         tok_path = Path(tokenizer) if tokenizer else _default_tokenizer(model_cfg["vocab_size"])
@@ -265,6 +266,12 @@ def pretrain(out: str | Path, cfg: PretrainConfig, corpus=None, tokenizer: str |
     save_checkpoint(out, params, opt_state, step, tokens)
     write_meta()
     return last | {"step": step, "tokens": tokens}
+
+
+def _arch(config) -> dict | None:
+    """The config without the keys that only choose initial values or how an op is computed:
+    a checkpoint resumes under either."""
+    return None if config is None else {k: v for k, v in config.items() if k not in ("init", "conv_impl")}
 
 
 def _default_tokenizer(vocab_size: int) -> Path:
