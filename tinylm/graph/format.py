@@ -49,6 +49,25 @@ OPS = {
     "CausalDepthwiseConvInt": (DOMAIN, 3, ()),
 }
 
+# The documented domain of every integer attribute (tinylm/graph/ops.py docstrings): outside it
+# the C kernels and the reference disagree (a multiplier >= 2**31 wraps in an int32 parameter) or
+# C has undefined behaviour (a shift of 0 or >= 64). attr -> (lowest, highest, as the docs say it).
+_M31 = (0, 2 ** 31 - 1, "[0, 2**31)")
+_SHIFT = (1, 62, "1..62")
+ATTR_RANGES = {
+    "Gather": {"axis": (0, 0, "only 0")},
+    "AddInt8": {"ma": (-2 ** 31 + 1, 2 ** 31 - 1, "|ma| < 2**31"),
+                "mb": (-2 ** 31 + 1, 2 ** 31 - 1, "|mb| < 2**31"), "shift": _SHIFT},
+    "SoftmaxInt": {"multiplier": _M31, "shift": _SHIFT},
+    "RMSNormInt": {"multiplier": _M31, "shift": _SHIFT},
+    "AttentionInt": {"multiplier": _M31, "shift": _SHIFT, "out_multiplier": _M31, "out_shift": _SHIFT},
+}
+# Token ids travel as little-endian uint16 (docs/protocol.md), so V <= 65536; SoftmaxInt's uint32
+# sum needs rows of < 65537 columns, which bounds L the same way.
+META_INT_RANGES = {"vocab": (1, 65536), "max_len": (1, 65536)}
+# dtypes the C side has a type for (codegen/emit.py CTYPE); int64 only as indices that fit int32
+WEIGHT_DTYPES = {np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.uint16), np.dtype(np.int64)}
+
 
 class GraphError(ValueError):
     """A model file that cannot be used; the message is one line and names the node."""
@@ -127,6 +146,60 @@ class GraphBuilder:
         return model
 
 
+def check_attrs(node: Node) -> str | None:
+    """The first attribute of node outside its documented domain, as a message; None if all fit."""
+    for key, (lo, hi, text) in ATTR_RANGES.get(node.op, {}).items():
+        if key not in node.attrs:
+            continue
+        v = node.attrs[key]
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            return f"node {node.name!r} ({node.op}): attribute {key} must be an integer, got {v!r}"
+        if not lo <= v <= hi:
+            return f"node {node.name!r} ({node.op}): attribute {key} = {v} is out of range ({text})"
+    return None
+
+
+def _check_meta(meta: dict, where: str) -> None:
+    for key, (lo, hi) in META_INT_RANGES.items():
+        v = meta[key]
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise GraphError(f"{where}: metadata tinylm.{key} must be an integer, got {v!r}")
+        if not lo <= v <= hi:
+            raise GraphError(f"{where}: metadata tinylm.{key} = {v} is out of range {lo}..{hi}")
+    labels = meta["label_names"]
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise GraphError(f"{where}: metadata tinylm.label_names must be a JSON list of strings")
+    scale = meta.get("logit_scale", 1.0)
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        raise GraphError(f"{where}: metadata tinylm.logit_scale must be a number, got {scale!r}")
+    try:
+        tok = json.loads(meta["tokenizer"])
+    except json.JSONDecodeError:
+        raise GraphError(f"{where}: metadata tinylm.tokenizer is not JSON") from None
+    # the tokenizer must not produce an id the model cannot look up (the device would refuse
+    # the example mid-run, the reference raise); HF tokenizers JSON: model.vocab + added_tokens
+    tok = tok if isinstance(tok, dict) else {}
+    vocab = tok.get("model", {}).get("vocab") if isinstance(tok.get("model"), dict) else None
+    ids = list(vocab.values()) if isinstance(vocab, dict) else []
+    added = tok.get("added_tokens")
+    ids += [a.get("id") for a in added if isinstance(a, dict)] if isinstance(added, list) else []
+    top = max((i for i in ids if isinstance(i, int)), default=-1)
+    if top >= meta["vocab"]:
+        raise GraphError(f"{where}: the tokenizer has token ids up to {top} but metadata "
+                         f"tinylm.vocab {meta['vocab']} admits only ids < {meta['vocab']}")
+
+
+def _check_weights(weights: dict, where: str) -> None:
+    for name, w in weights.items():
+        if name in (INPUT, OUTPUT):
+            raise GraphError(f"{where}: weight {name!r} has the name of the graph's {'input' if name == INPUT else 'output'}")
+        if w.dtype not in WEIGHT_DTYPES:
+            raise GraphError(f"{where}: weight {name!r} has dtype {w.dtype}; allowed: int8, int32, uint16, "
+                             "int64 (indices within int32)")
+        if w.dtype == np.int64 and w.size and (w.min() < -2 ** 31 or w.max() > 2 ** 31 - 1):
+            raise GraphError(f"{where}: weight {name!r} (int64) has values outside int32, which C stores it as")
+
+
 def pack_tokenizer(tokenizer_json: str) -> str:
     """The tokenizer JSON as stored in the model: xz, then base64 (metadata values are text)."""
     return base64.b64encode(lzma.compress(tokenizer_json.encode(), preset=9)).decode("ascii")
@@ -186,7 +259,9 @@ def read(path: str | Path) -> Graph:
     for key in ("max_len", "vocab", "label_names", "tokenizer"):
         if key not in meta:
             raise GraphError(f"{path}: metadata tinylm.{key} is missing")
+    _check_meta(meta, str(path))
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    _check_weights(weights, str(path))
     nodes = []
     for i, n in enumerate(model.graph.node):
         name = n.name or f"node{i}"
@@ -197,5 +272,9 @@ def read(path: str | Path) -> Graph:
         missing = [a for a in required if a not in attrs]
         if missing:
             raise GraphError(f"{path}: node {name!r} ({n.op_type}): missing attribute {missing[0]!r}")
-        nodes.append(Node(n.op_type, list(n.input), list(n.output), name, attrs))
+        node = Node(n.op_type, list(n.input), list(n.output), name, attrs)
+        bad = check_attrs(node)
+        if bad:
+            raise GraphError(f"{path}: {bad}")
+        nodes.append(node)
     return Graph(nodes, weights, meta, hashlib.sha256(raw).hexdigest())

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tinylm.graph import ops
-from tinylm.graph.format import INPUT, OUTPUT, Graph, GraphError, Node
+from tinylm.graph.format import INPUT, OUTPUT, Graph, GraphError, Node, check_attrs
 
 
 def _expect(node: Node, arr: np.ndarray, dtype, ndim: int | None, what: str) -> None:
@@ -20,9 +20,20 @@ def _expect(node: Node, arr: np.ndarray, dtype, ndim: int | None, what: str) -> 
         raise GraphError(f"node {node.name!r} ({node.op}): {what} has shape {arr.shape}, expected {ndim}-D")
 
 
+def _exp_table(node: Node, t: np.ndarray) -> None:
+    _expect(node, t, np.uint16, 1, "exp table")
+    if t.shape[0] == 0:
+        raise GraphError(f"node {node.name!r} ({node.op}): exp table is empty (K >= 1 entries required)")
+    if t[0] == 0:
+        raise GraphError(f"node {node.name!r} ({node.op}): exp table entry 0 must be > 0")
+
+
 def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
     a = node.attrs
     op = node.op
+    bad = check_attrs(node)   # graphs built in memory never went through format.read
+    if bad:
+        raise GraphError(bad)
     if op == "Gather":
         data, idx = args
         _expect(node, data, np.int8, 2, "data")
@@ -68,8 +79,6 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         _expect(node, y, np.int8, 2, "B")
         if x.shape != y.shape:
             raise GraphError(f"node {node.name!r} (AddInt8): shape mismatch {x.shape} + {y.shape}")
-        if not 1 <= a["shift"] <= 62:
-            raise GraphError(f"node {node.name!r} (AddInt8): shift must be in 1..62")
         return ops.add_int8(x, y, a["ma"], a["mb"], a["shift"])
     if op == "PositionIds":
         return ops.position_ids(args[0])
@@ -83,9 +92,9 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
     if op == "SoftmaxInt":
         x, t = args
         _expect(node, x, np.int32, 2, "input")
-        _expect(node, t, np.uint16, 1, "exp table")
-        if t[0] == 0:
-            raise GraphError(f"node {node.name!r} (SoftmaxInt): exp table entry 0 must be > 0")
+        _exp_table(node, t)
+        if x.shape[1] > 65536:   # the uint32 sum of a row of uint16 exps
+            raise GraphError(f"node {node.name!r} (SoftmaxInt): rows of {x.shape[1]} columns; at most 65536")
         return ops.softmax_int(x, a["multiplier"], a["shift"], t)
     if op == "RMSNormInt":
         x, g = args
@@ -93,6 +102,8 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         _expect(node, g, np.int8, 1, "gain")
         if g.shape[0] != x.shape[1]:
             raise GraphError(f"node {node.name!r} (RMSNormInt): gain length {g.shape[0]} != {x.shape[1]}")
+        if not 1 <= x.shape[1] <= 4096:   # where ops.rmsnorm_int proves its int32 bound
+            raise GraphError(f"node {node.name!r} (RMSNormInt): width {x.shape[1]} is outside 1..4096")
         return ops.rmsnorm_int(x, g, a["multiplier"], a["shift"])
     if op == "SegmentIds":
         (ids,) = args
@@ -103,17 +114,9 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         q, kv, t = args
         _expect(node, q, np.int8, 2, "query")
         _expect(node, kv, np.int8, 2, "keys/values")
-        _expect(node, t, np.uint16, 1, "exp table")
+        _exp_table(node, t)
         if q.shape[1] != kv.shape[1]:
             raise GraphError(f"node {node.name!r} (AttentionInt): width mismatch {q.shape} vs {kv.shape}")
-        if t[0] == 0:
-            raise GraphError(f"node {node.name!r} (AttentionInt): exp table entry 0 must be > 0")
-        for k in ("multiplier", "out_multiplier"):
-            if not 0 <= a[k] < 2 ** 31:
-                raise GraphError(f"node {node.name!r} (AttentionInt): {k} must be in [0, 2**31)")
-        for k in ("shift", "out_shift"):
-            if not 1 <= a[k] <= 62:
-                raise GraphError(f"node {node.name!r} (AttentionInt): {k} must be in 1..62")
         return ops.attention_int(q, kv, a["multiplier"], a["shift"], t, a["out_multiplier"], a["out_shift"])
     if op == "CausalDepthwiseConvInt":
         x, w, b = args
@@ -123,6 +126,8 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         if w.shape[1] != x.shape[1] or b.shape[0] != x.shape[1]:
             raise GraphError(f"node {node.name!r} (CausalDepthwiseConvInt): weight {w.shape} / bias "
                              f"{b.shape} do not match input width {x.shape[1]}")
+        if w.shape[0] < 1:
+            raise GraphError(f"node {node.name!r} (CausalDepthwiseConvInt): weight has no taps (k >= 1 required)")
         return ops.causal_dwconv_int(x, w, b)
     raise GraphError(f"node {node.name!r}: unsupported op {op}")
 
@@ -146,7 +151,7 @@ def trace(graph: Graph, ids) -> dict[str, np.ndarray]:
             env[node.outputs[0]] = run_node(node, args)
         except GraphError:
             raise
-        except (ValueError, IndexError, TypeError, KeyError) as e:
+        except (ValueError, IndexError, TypeError, KeyError, ArithmeticError) as e:
             raise GraphError(f"node {node.name!r} ({node.op}): {e}") from None
     if OUTPUT not in env:
         raise GraphError(f"no node produces the output {OUTPUT!r}")
@@ -158,12 +163,58 @@ def run(graph: Graph, ids) -> np.ndarray:
     return trace(graph, ids)[OUTPUT].reshape(-1)
 
 
+def check_tables(graph: Graph) -> None:
+    """Every table a Gather reads against every id that can index it, for any input: token ids
+    up to V-1, positions up to L-1, segment ids 1..2, or a constant's values. The C kernel does
+    not check (an id past the table reads past the weight array), so this must hold statically;
+    an index computed any other way has no proven range and is refused."""
+    V, L = graph.vocab, graph.max_len
+    ranges = {INPUT: (0, V - 1, f"token ids up to {V - 1} (tinylm.vocab {V})")}
+    for name, w in graph.weights.items():
+        if w.dtype.kind in "iu" and w.ndim <= 1 and w.size:
+            ranges[name] = (int(w.min()), int(w.max()), f"values {int(w.min())}..{int(w.max())} (constant {name!r})")
+    for node in graph.nodes:
+        out = node.outputs[0]
+        if node.op == "PositionIds":
+            ranges[out] = (0, L - 1, f"positions up to {L - 1} (tinylm.max_len {L})")
+        elif node.op == "SegmentIds":
+            ranges[out] = (1, 2, "segment ids up to 2 (1 up to the first [SEP], 2 after)")
+        elif node.op == "Gather":
+            data, idx = node.inputs
+            if idx not in ranges:
+                raise GraphError(f"node {node.name!r} (Gather): cannot bound the index {idx!r}: it must be "
+                                 f"{INPUT}, PositionIds, SegmentIds or a constant")
+            lo, hi, why = ranges[idx]
+            table = graph.weights.get(data)
+            if table is not None and table.ndim == 2 and (lo < 0 or hi >= table.shape[0]):
+                raise GraphError(f"node {node.name!r} (Gather): table {data!r} has {table.shape[0]} rows "
+                                 f"but its index {idx!r} takes {why}")
+
+
+def probe_inputs(graph: Graph) -> list[np.ndarray]:
+    """Inputs the load-time check runs: lengths 1, 2, 3, L/2, L-1 and L, each spanning token ids
+    0..V-1 with a [SEP] in the middle, so that segment 2, the largest id and both length extremes
+    all occur. (Index ranges for every input are proven by check_tables; these catch shapes.)"""
+    V, L = graph.vocab, graph.max_len
+    probes = []
+    for n in sorted({1, 2, 3, L // 2, L - 1, L} & set(range(1, L + 1))):
+        ids = np.linspace(0, V - 1, n).round().astype(np.int32) if n > 1 else np.array([V - 1], np.int32)
+        if n >= 2 and ops.SEP_ID < V:
+            ids[(n - 1) // 2] = ops.SEP_ID
+        probes.append(ids)
+    return probes
+
+
 def check_shapes(graph: Graph, where: str | Path = "") -> None:
-    """Every node accepts a 1-token and a full-length input, and the output is [1, C]."""
+    """Tables against their indices, then every node on the probe inputs; the output is [1, C]."""
     prefix = f"{where}: " if where else ""
-    for n in (1, graph.max_len):
+    try:
+        check_tables(graph)
+    except GraphError as e:
+        raise GraphError(prefix + str(e)) from None
+    for ids in probe_inputs(graph):
         try:
-            out = trace(graph, np.full(n, 2, np.int32))[OUTPUT]
+            out = trace(graph, ids)[OUTPUT]
         except GraphError as e:
             raise GraphError(prefix + str(e)) from None
         expected = (1, max(1, len(graph.label_names)))
