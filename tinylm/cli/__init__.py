@@ -12,7 +12,9 @@ from tinylm.cli.common import guard
 app = typer.Typer(
     help="tinylm: train tiny language models, quantize them to integer-only ONNX, compile them "
          "to C for Cortex-M boards, and evaluate them over serial (real board or QEMU).",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    # click's plain help: typer's rich panels print a bogus `<bool>` metavar beside every flag
+    rich_markup_mode=None)
 
 COMMANDS = [
     # training: float models in JAX/Flax (the `train` extra)

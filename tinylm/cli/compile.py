@@ -18,7 +18,7 @@ def quantize(run: Path = typer.Argument(..., help="float run directory (from tin
              data_dir: Optional[Path] = typer.Option(None),
              qat: bool = typer.Option(False, "--qat", help="EmbBERT: quantization-aware training on the train split (best epoch on validation, in the integer forward)"),
              epochs: int = typer.Option(2, help="--qat: training epochs"),
-             limit: Optional[int] = typer.Option(None, help="--qat: train on a random N training examples"),
+             limit: Optional[int] = typer.Option(None, min=1, help="--qat: train on a random N training examples"),
              max_len: Optional[int] = typer.Option(None, "--max-len", help="EmbBERT PTQ: longest input of the graph (default: the run's; at most the position table)")):
     """Quantize a float run to an integer-only ONNX graph (int8 weights and activations)."""
     from tinylm.train.floatrun import RunError
