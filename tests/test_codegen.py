@@ -114,3 +114,75 @@ def test_model_over_budget_is_refused_before_compiling(tmp_path):
     assert "flash needs about" in msg and "budget 1048576" in msg
     assert "huge_table" in msg and "1310720" in msg            # the per-tensor table
     assert not (out / "firmware.elf").exists()                 # refused before any compiler ran
+
+
+# ---- names reach C and the serial protocol: escaped where they can be, refused where not ----
+
+def _micro_graph(tmp_path, name="micro", table="table", node="embed", head="head.w", extra=None):
+    """The smallest graph codegen accepts, with the names under test."""
+    b = G.GraphBuilder()
+    x = b.op("Gather", [b.const(table, np.arange(32, dtype=np.int8).reshape(8, 4)), G.INPUT], node)
+    cls = b.op("Gather", [x, b.const("cls_index", np.array([0], np.int32))], "cls")
+    if extra:
+        b.const(extra, np.zeros(2, np.int8))
+    b.op("MatMulInteger", [cls, b.const(head, np.ones((4, 2), np.int8))], G.OUTPUT)
+    p = tmp_path / "micro.onnx"
+    G.save(b.to_model(2, {"name": name, "max_len": 4, "vocab": 8, "label_names": ["a", "b"], "tokenizer": "{}"}), p)
+    return G.load(p)
+
+
+def _host_name(tmp_path, low) -> str:
+    """Compiles the generated C on the host (-Werror) and returns the model name it holds."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("host gcc not found")
+    for f, text in (("model.c", low.model_c), ("weights.c", low.weights_c), ("weights.h", low.weights_h)):
+        (tmp_path / f).write_text(text)
+    (tmp_path / "main.c").write_text('#include <stdio.h>\n#include "tinylm_model.h"\n'
+                                     'int main(void) { fputs(tinylm_model_info.name, stdout); return 0; }\n')
+    kernels = sorted((ROOT / "firmware" / "kernels").glob("*.c"))
+    exe = tmp_path / "name"
+    r = subprocess.run([gcc, "-std=c11", "-Wall", "-Werror", f"-I{tmp_path}", f"-I{ROOT / 'firmware' / 'kernels'}",
+                        f"-I{ROOT / 'firmware' / 'runtime'}", *[str(tmp_path / f) for f in ("model.c", "weights.c", "main.c")],
+                        *map(str, kernels), "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+
+
+def test_model_name_cannot_inject_c(tmp_path):
+    name = 'x */ #error injected /* "q" \\ ??/ end'
+    low = emit.lower(_micro_graph(tmp_path, name=name))
+    assert _host_name(tmp_path, low) == name
+
+
+def test_tensor_names_cannot_inject_c(tmp_path):
+    g = _micro_graph(tmp_path, table="t */ #error in weights.h /*", node="n */ #error in model.c /*")
+    assert _host_name(tmp_path, emit.lower(g)) == "micro"
+
+
+@pytest.mark.parametrize("name", ["two\r\nlines", "nul\x00", "tab\tbed", "caf\u00e9", "", "n" * 65])
+def test_model_name_unfit_for_the_protocol_is_refused(tmp_path, name):
+    g = _micro_graph(tmp_path)
+    g.meta["name"] = name
+    with pytest.raises(G.GraphError, match="model name") as e:
+        emit.lower(g)
+    assert "\n" not in str(e.value)
+
+
+def test_clashing_c_identifiers_are_refused_by_name(tmp_path):
+    g = _micro_graph(tmp_path, head="head.w", extra="head_w")
+    with pytest.raises(G.GraphError, match="'head.w' and 'head_w' both become the C identifier w_head_w"):
+        emit.lower(g)
+
+
+def test_overflowing_matmul_is_refused_with_the_node_named(tmp_path):
+    """k * 128 * 127 > 2**31 - 1 for k = 132105: only the MatMulInteger term of the bound sees it."""
+    k = 132_105
+    b = G.GraphBuilder()
+    x = b.op("Gather", [b.const("table", np.full((4, k), -128, np.int8)), G.INPUT], "embed")
+    cls = b.op("Gather", [x, b.const("cls_index", np.array([0], np.int32))], "cls")
+    b.op("MatMulInteger", [cls, b.const("head.w", np.full((k, 1), 127, np.int8))], G.OUTPUT)
+    p = tmp_path / "wide.onnx"
+    G.save(b.to_model(1, {"name": "wide", "max_len": 4, "vocab": 4, "label_names": [], "tokenizer": "{}"}), p)
+    with pytest.raises(emit.BoundError, match="'logits' \\(MatMulInteger\\): accumulator bound 2147498880 exceeds"):
+        emit.lower(G.load(p))
