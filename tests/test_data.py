@@ -48,9 +48,9 @@ def test_missing_data_dir_names_all_three_places(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYLM_DATA", str(tmp_path / "env"))
     monkeypatch.setattr(L, "REPO_ROOT", tmp_path / "repo")
     with pytest.raises(DataError) as e:
-        find_data_dir(tmp_path / "flag")
+        find_data_dir()
     msg = str(e.value)
-    assert "--data-dir" in msg and "TINYLM_DATA" in msg and "shared" in msg
+    assert str(tmp_path / "env") in msg and str(tmp_path / "shared") in msg and "--data-dir" in msg
 
 
 def test_malformed_file_names_file_and_line(tmp_path):
@@ -97,5 +97,86 @@ def test_glue_average():
 
 def test_hf_loader_is_optional():
     import tinynlp_data.hf as hf
-    with pytest.raises(DataError, match="no HF source"):
+    with pytest.raises(DataError, match="no hub source known for limit"):
         hf.load_hf("limit")
+
+
+def test_missing_data_error_names_every_way_to_give_data(tmp_path, monkeypatch):
+    import tinynlp_data.loader as L
+    monkeypatch.delenv("TINYLM_DATA", raising=False)
+    monkeypatch.setattr(L, "REPO_ROOT", tmp_path / "clone")      # a clone with nothing beside it
+    with pytest.raises(DataError) as e:
+        find_data_dir()
+    msg = str(e.value)
+    assert "\n" not in msg
+    for way in ("--data-dir", "TINYLM_DATA", "--data FILE", "tinylm data get", "../shared/data"):
+        assert way in msg, way
+
+
+def test_explicit_data_dir_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="no such directory"):
+        find_data_dir(tmp_path / "typo")
+
+
+def test_shipped_sample_loads_as_the_task():
+    from tinynlp_data.samples import bundled_sample
+    p = bundled_sample("emotion")
+    ex = load_split("emotion", path=p)
+    assert len(ex) == 200 and {e.label for e in ex} <= set(range(6))
+
+
+def _local_dataset(tmp_path, labels_as_names=False):
+    """A local dataset in the bundle's field names, as `datasets` reads a folder of JSON lines."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for split, n in (("train", 30), ("validation", 10)):
+        with open(src / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"text": f"text {split} {i}", "label": i % 6}) + "\n")
+    return src
+
+
+def test_data_get_writes_the_bundle_format_from_a_local_dataset(tmp_path):
+    pytest.importorskip("datasets")
+    from typer.testing import CliRunner
+
+    from tinylm.cli import app
+    src = _local_dataset(tmp_path)
+    out = tmp_path / "bundle"
+    r = CliRunner().invoke(app, ["data", "get", "emotion", "--source", str(src), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    val = load_split("emotion", "validation", data_dir=out)
+    assert len(val) == 10 and val[3].text == "text validation 3" and val[3].label == 3
+    assert len(load_split("emotion", "train", data_dir=out)) == 30
+    meta = json.loads((out / "tinynlp" / "emotion" / "meta.json").read_text())
+    assert meta["label_names"][0] == "sadness" and meta["counts"] == {"train": 30, "validation": 10}
+    r = CliRunner().invoke(app, ["data", "--data-dir", str(out), "--json"])
+    st = json.loads(r.output)
+    assert st["used"] == str(out) and "emotion" in st["places"][0]["tasks"]
+    # what scripts/demo.sh asks before it builds anything
+    assert CliRunner().invoke(app, ["data", "--data-dir", str(out), "--has", "emotion"]).exit_code == 0
+    (tmp_path / "empty").mkdir()
+    assert CliRunner().invoke(app, ["data", "--data-dir", str(tmp_path / "empty"), "--has", "emotion"]).exit_code == 1
+
+
+def test_data_get_maps_hub_labels_by_name(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from tinynlp_data.hf import load_hf
+    names = ["joy", "sadness", "surprise", "love", "fear", "anger"]      # another order than ours
+    feats = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    d = datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}, features=feats)
+                              for s in ("train", "validation")})
+    d.save_to_disk(str(tmp_path / "ds"))
+    got = load_hf("emotion", source="arrow", data_files={s: str(next((tmp_path / "ds" / s).glob("*.arrow")))
+                                                         for s in ("train", "validation")})
+    assert [e.label for e in got["validation"]] == [1, 0]     # joy -> 1, sadness -> 0 in our order
+
+
+def test_data_get_without_network_is_one_line(tmp_path):
+    pytest.importorskip("datasets")
+    from typer.testing import CliRunner
+
+    from tinylm.cli import app
+    r = CliRunner().invoke(app, ["data", "get", "emotion", "--source", str(tmp_path / "nothing-here"),
+                                 "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "cannot load" in r.output and "Traceback" not in r.output

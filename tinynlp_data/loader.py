@@ -39,11 +39,18 @@ def default_data_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple[s
 
 
 def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    if data_dir and not Path(data_dir).is_dir():      # an explicit folder is never silently replaced
+        raise DataError(f"--data-dir {data_dir}: no such directory")
     tried = default_data_dirs(data_dir)
     for _, d in tried:
         if d.is_dir():
             return d
-    raise DataError("no data directory found; tried " + "; ".join(f"{how}: {d}" for how, d in tried))
+    how = [f"{h}: {d}" for h, d in tried]
+    if not os.environ.get("TINYLM_DATA"):
+        how.insert(1 if data_dir else 0, "TINYLM_DATA: not set")
+    raise DataError("no data directory found (tried " + "; ".join(how) + "). Give a bundle with "
+                    "--data-dir DIR or TINYLM_DATA=DIR, one file with --data FILE, or fetch a task "
+                    "into one with `tinylm data get TASK`; `tinylm data` shows what is where")
 
 
 def split_path(task: str | Task, split: str, data_dir=None) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from tinylm import __version__
-from tinylm.cli import boards, compile, evaluation, training
+from tinylm.cli import boards, compile, data, evaluation, training
 from tinylm.cli.common import guard
 
 app = typer.Typer(
@@ -32,6 +32,8 @@ COMMANDS = [
 ]
 for _name, _fn in COMMANDS:
     app.command(_name)(guard(_fn))
+# data: where task data is, and fetching it
+app.add_typer(data.app, name="data")
 
 
 def _version(value: bool):
