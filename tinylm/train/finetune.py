@@ -357,7 +357,10 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
         log(f"[bench] {name}: validation {r['metric']} {r['score']:.4f} in {r['wall_s']:.0f} s")
         rows.append(r)
         (out / "results.json").write_text(json.dumps(rows, indent=1))
-    note = _baseline_rows(rows, out, data_dir, log) if baseline else "baseline: not computed"
+    note = "baseline: not computed"
+    if baseline:
+        from tinylm.train.baseline import bench_column
+        note = bench_column(rows, out, data_dir, log)
     lines = ["| task | metric | validation (ours) | authors (test, fp32) | baseline (TF-IDF + LR, validation) "
              "| best epoch | max_len | train examples | finetune wall s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -383,22 +386,3 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
     (out / "table.md").write_text(table + "\n")
     return dict(rows=rows, average=avg, table=table)
 
-
-def _baseline_rows(rows, out: Path, data_dir, log) -> str:
-    """Adds r["baseline"] (TF-IDF + LR validation score) to each row; returns a note or ""."""
-    from tinylm.extras import MissingExtra
-    from tinylm.train.baseline import run_task
-    from tinynlp_data import DataError
-    for r in rows:
-        cache = out / r["task"] / "baseline.json"
-        try:
-            rec = json.loads(cache.read_text()) if cache.is_file() else run_task(r["task"], data_dir, ("tfidf",))
-        except MissingExtra as e:      # the bench still reports the models without it
-            return f"baseline: skipped ({e})"
-        except DataError as e:
-            return f"baseline: skipped ({e})"
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(rec, indent=1))
-        r["baseline"] = rec["tfidf"]["score"]
-        log(f"[bench] {r['task']}: baseline TF-IDF + LR {rec['tfidf']['score']:.4f}")
-    return ""
