@@ -199,3 +199,92 @@ def test_fresh_device_and_labels_limit(board, tmp_path):
         assert d.cost() == {"instructions": 0}
         d.load([1])
         expect_error(d, "infer 1 0", "infer: model has more labels than TINYLM_LABELS_MAX")
+
+
+# ---- hardening: bytes the parser must refuse, numbers it must not take, inputs it must drop ----
+
+def _raw(dev, data: bytes, timeout=10) -> list[str]:
+    """Writes raw bytes and returns the reply lines through m-ready (the client's checks bypassed)."""
+    dev.port.write(data)
+    deadline, lines, buf = time.monotonic() + timeout, [], b""
+    while time.monotonic() < deadline:
+        buf += dev.port.read_until(b"\n")
+        if buf.endswith(b"\n"):
+            lines.append(buf.decode("latin-1").strip("\r\n"))
+            buf = b""
+            if lines[-1] == "m-ready":
+                return lines
+    raise AssertionError(f"no m-ready; got {lines} {buf!r}")
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"na\x00me%", "non-printable byte 0x00 at 2"),
+    (b"\x1b[2Jx%", "non-printable byte 0x1b at 0"),
+    (b"db load 4\x7f%", "non-printable byte 0x7f at 9"),
+    (b"name\xff%", "non-printable byte 0xff at 4"),
+    (b"bogus\tword%", "non-printable byte 0x09 at 5"),
+    (b"\x00" + b"x" * 300 + b"%", "non-printable byte 0x00 at 0"),   # before the length check
+])
+def test_non_printable_bytes_are_refused_and_never_echoed(dev, data, reason):
+    lines = _raw(dev, data)
+    assert lines == [f"e-[{reason}]", "m-ready"]
+    assert all(0x20 <= ord(c) <= 0x7e for line in lines for c in line)
+    assert dev.command("name") == ["m-name-[tinylm-stub]"]
+
+
+def test_unknown_command_echo_is_printable(dev):
+    lines = _raw(dev, b"w\x01rd%")
+    assert lines[0].startswith("e-[") and "\x01" not in lines[0]
+
+
+@pytest.mark.parametrize("command", ["db load 0000000004", "db load 1000000000", "infer 0000000001 0",
+                                     "infer 1 0000000000"])
+def test_ten_digit_numbers_are_refused(dev, command):
+    dev.load([1, 2])
+    with pytest.raises(DeviceError) as e:
+        dev.command(command)
+    assert e.value.reason in (f"db load: N must be even and in 2..{2 * MAXLEN}", "infer: usage infer N W")
+    assert dev.command("db load 000000004") == ["m-[Expecting 4 bytes]"]   # 9 digits are fine
+    assert dev.command("db 01000200") == ["m-load-done"]
+    assert dev.command("infer 000000001 000000000")[-1] == "m-results-[%s]" % ",".join(map(str, stub_logits([1, 2])))
+
+
+@pytest.mark.parametrize("bad", ["3", "0", "x", str(2 * MAXLEN + 2)])
+def test_rejected_db_load_drops_the_previous_input(dev, bad):
+    dev.infer([5, 6])                                   # a complete input is loaded
+    expect_error(dev, f"db load {bad}", f"db load: N must be even and in 2..{2 * MAXLEN}")
+    assert dev.command("db print") == ["m-buffer-[]"]
+    expect_error(dev, "infer 1 0", "infer: no input loaded")
+
+
+@pytest.fixture
+def fresh_dev(board, elf):
+    """A device of its own: these tests leave it busy if the firmware misbehaves."""
+    from tinylm.harness.qemu import QemuBoard
+    with QemuBoard(board, elf) as q, Device(q.url, timeout=10) as d:
+        yield d
+
+
+def test_a_byte_during_a_long_infer_aborts_it(fresh_dev):
+    fresh_dev.load([1, 2, 3])
+    fresh_dev.port.write(b"infer 999999999 999999999%")
+    time.sleep(0.5)
+    lines = _raw(fresh_dev, b"x", timeout=5)
+    assert lines == ["m-warmup-start-999999999", "e-[infer: aborted]", "m-ready"]
+    assert fresh_dev.command("results") == ["m-results-[%s]" % ",".join(map(str, stub_logits([1, 2, 3])))]
+    fresh_dev.port.write(b"infer 999999999 0%")
+    time.sleep(0.5)
+    lines = _raw(fresh_dev, b"%", timeout=5)
+    assert lines[-2:] == ["e-[infer: aborted]", "m-ready"] and lines[:3] == [
+        "m-warmup-start-0", "m-warmup-done", "m-infer-start-999999999"]
+    assert fresh_dev.infer([7]) == stub_logits([7])
+
+
+def test_client_resynchronises_after_a_timeout_and_says_so(fresh_dev):
+    from tinylm.harness.device import DeviceTimeout
+    fresh_dev.load([4, 5])
+    with pytest.raises(DeviceTimeout, match="resynchronised after a timeout"):
+        fresh_dev.command("infer 999999999 0", timeout=0.5)
+    assert fresh_dev.resyncs == 1
+    assert fresh_dev.command("name") == ["m-name-[tinylm-stub]"]      # not the infer's late reply
+    assert fresh_dev.infer([4, 5]) == stub_logits([4, 5])

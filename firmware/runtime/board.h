@@ -8,6 +8,7 @@ void board_init(void);                 /* clocks, serial port, counters */
 void board_putc(char c);               /* blocking write of one byte to the serial port */
 void board_write(const char *s);       /* board_putc for each byte of a NUL-terminated string */
 int board_getc(void);                  /* blocking read of one byte (0..255) */
+int board_rx_ready(void);              /* nonzero when a received byte waits (board_getc won't block) */
 uint32_t board_time_us(void);          /* free-running microseconds; wraps, so use differences */
 
 /* Cost of the code between begin and end, in the board's unit: retired instructions on QEMU

@@ -51,6 +51,13 @@ static void line_int(const char *key, int32_t value)
     board_write("]\r\n");
 }
 
+/* Text that came from the host goes back out only as printable ASCII (anything else as '?'), so
+ * a reply can never carry a control byte, a CR/LF that splits its line, or a NUL. */
+static void put_printable(const char *s)
+{
+    for (; *s; s++) board_putc(*s >= 0x20 && *s <= 0x7e ? *s : '?');
+}
+
 static void error_begin(const char *text) { board_write("e-["); board_write(text); }
 static void error_end(void) { board_write("]\r\n"); }
 static void error(const char *text) { error_begin(text); error_end(); }
@@ -218,6 +225,17 @@ static int32_t prepare_ids(void)
     return n;
 }
 
+/* A byte from the host during an infer loop aborts it (the byte is consumed): otherwise
+ * `infer 999999999 999999999` would hold the device until reset. Checked between inferences,
+ * outside the measured cost. Returns 1 if aborted, after printing the error. */
+static int aborted(void)
+{
+    if (!board_rx_ready()) return 0;
+    (void)board_getc();
+    error("infer: aborted");
+    return 1;
+}
+
 static void cmd_infer(char *rest)
 {
     int32_t n_runs = parse_u32(next_word(&rest));
@@ -226,13 +244,20 @@ static void cmd_infer(char *rest)
     int32_t n = prepare_ids();
     if (n < 0) return;
     line_num("m-warmup-start-", (uint32_t)warmup);
-    for (int32_t i = 0; i < warmup; i++) run_once(n);
+    for (int32_t i = 0; i < warmup; i++) {
+        if (aborted()) return;
+        run_once(n);
+        logits_len = tinylm_model_info.num_labels;   /* results% = the last completed inference */
+    }
     board_write("m-warmup-done\r\n");
     line_num("m-infer-start-", (uint32_t)n_runs);
     uint32_t t0 = board_time_us();
-    for (int32_t i = 0; i < n_runs; i++) run_once(n);
+    for (int32_t i = 0; i < n_runs; i++) {
+        if (aborted()) return;
+        run_once(n);
+        logits_len = tinylm_model_info.num_labels;
+    }
     uint32_t t1 = board_time_us();
-    logits_len = tinylm_model_info.num_labels;
     line_num("m-lap-us-", t0);
     line_num("m-lap-us-", t1);
     board_write("m-infer-done\r\n");
@@ -285,7 +310,7 @@ void protocol_handle(char *cmd)
         cmd_cost();
     } else {
         error_begin("unknown command: ");
-        board_write(word);
+        put_printable(word);
         error_end();
     }
     board_write("m-ready\r\n");
@@ -297,24 +322,35 @@ void protocol_boot(void)
 }
 
 /* Reads up to the next '%'. \r and \n are dropped wherever they appear (the EEMBC runner and
- * terminals add them); a command that overflows the buffer is read to its '%' and refused. */
+ * terminals add them); a command that overflows the buffer is read to its '%' and refused; so is
+ * one with a byte outside printable ASCII (a NUL would otherwise cut it short unseen, and a
+ * control byte could be echoed back into a reply). */
 void protocol_poll(void)
 {
     static char cmd[TINYLM_CMD_MAX + 1];
-    uint32_t len = 0;
-    int too_long = 0;
+    uint32_t len = 0, pos = 0, bad_pos = 0;
+    int too_long = 0, bad = -1;
     for (;;) {
         int c = board_getc();
         if (c == '\r' || c == '\n') continue;
         if (c == '%') break;
+        if ((c < 0x20 || c > 0x7e) && bad < 0) { bad = c; bad_pos = pos; }
+        pos++;
         if (len < TINYLM_CMD_MAX) cmd[len++] = (char)c;
         else too_long = 1;
     }
     cmd[len] = 0;
-    if (too_long) {
+    if (bad >= 0) {
+        error_begin("non-printable byte 0x");
+        put_hex8((uint8_t)bad);
+        board_write(" at ");
+        put_u64(bad_pos);
+        error_end();
+    } else if (too_long) {
         error("command too long: max 256 chars");
-        board_write("m-ready\r\n");
+    } else {
+        protocol_handle(cmd);
         return;
     }
-    protocol_handle(cmd);
+    board_write("m-ready\r\n");
 }

@@ -1,7 +1,16 @@
 """Host side of the serial protocol (docs/protocol.md) over pyserial: a USB CDC port
-(/dev/ttyACM0), socket://host:port (QEMU), or rfc2217://."""
+(/dev/ttyACM0), socket://host:port (QEMU), or rfc2217://.
+
+The protocol is strictly request/response, so a reply read late belongs to an earlier command.
+After a timeout (or a garbled line, or bytes waiting before a command) the client therefore
+resynchronises before anything else is sent: one `%` (which aborts an infer loop, or ends a
+command cut short), then `tinylm-sync-<k>%`, an unknown command the device echoes back; every line
+up to that echo and its m-ready is stale and dropped. If that fails the port is reopened and it is
+tried once more. Either way the exception says what happened, and so does the log."""
 from __future__ import annotations
 
+import itertools
+import logging
 import re
 import time
 
@@ -9,9 +18,12 @@ import serial
 
 CMD_MAX = 256            # TINYLM_CMD_MAX in firmware/runtime/protocol.h
 HEX_CHUNK = 100          # hex digits per "db HEX%" command
+SYNC_TIMEOUT = 5.0       # seconds for one resynchronisation attempt
 
 _INFO = re.compile(r"^m-tinylm-(\w+)-\[(.*)\]$")
 _INT_INFO = {"vocab", "maxlen", "labels", "arena"}
+_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
+log = logging.getLogger("tinylm.device")
 
 
 class DeviceError(RuntimeError):
@@ -23,7 +35,11 @@ class DeviceError(RuntimeError):
 
 
 class DeviceTimeout(TimeoutError):
-    """No m-ready within the timeout."""
+    """No m-ready within the timeout (the message says whether the link was resynchronised)."""
+
+
+class GarbledReply(DeviceError):
+    """A reply line that no firmware following docs/protocol.md prints."""
 
 
 def _bracket(line: str, prefix: str) -> str:
@@ -37,40 +53,112 @@ def _ints(text: str) -> list[int]:
 
 
 class Device:
-    def __init__(self, url: str, *, timeout: float = 10.0, baudrate: int = 115200):
+    def __init__(self, url: str, *, timeout: float = 10.0, baudrate: int = 115200, sync: bool = True):
+        self.url, self.baudrate = url, baudrate
         self.timeout = timeout
         self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
         self.last_lap_us: tuple[int, int] | None = None
+        self.resyncs = 0                 # how many times the link had to be resynchronised
+        self._nonce = itertools.count(1)
+        if sync:   # a banner or a reply of an earlier session may still sit in the port
+            self._sync_or_reopen("on open")
 
-    def command(self, text: str, timeout: float | None = None) -> list[str]:
-        """Sends one command ('%' appended if missing); returns the reply lines before m-ready.
-        Raises DeviceError on an e-[...] line (after reading through its m-ready)."""
-        if not text.endswith("%"):
-            text += "%"
-        self.port.write(text.encode("ascii"))
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        lines, error = [], None
-        buf = b""
+    # ---- framing ----
+    def _read_line(self, deadline: float, buf: bytearray) -> str | None:
+        """One line (without CR/LF) before the deadline, or None."""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DeviceTimeout(f"no m-ready after {text!r}; got {lines + [buf.decode(errors='replace')]}")
+                return None
             self.port.timeout = remaining
             buf += self.port.read_until(b"\n")
-            if not buf.endswith(b"\n"):
-                continue
-            line = buf.decode("ascii", errors="replace").strip()
-            buf = b""
-            if not line:
-                continue
+            if buf.endswith(b"\n"):
+                line = bytes(buf).decode("ascii", errors="replace").strip("\r\n")
+                buf.clear()
+                if line:
+                    return line
+
+    def send(self, text: str) -> str:
+        """Writes one command ('%' appended if missing) and returns it. A '%' inside would make it
+        two commands with two replies, desynchronising the link, so that is refused (as is
+        non-ASCII); anything else the device refuses itself, with an e-[...] reply."""
+        body = text[:-1] if text.endswith("%") else text
+        if "%" in body or not body.isascii():
+            raise ValueError(f"command {body!r} must be ASCII without '%' inside")
+        self.port.write((body + "%").encode("ascii"))
+        return body + "%"
+
+    def read_reply(self, text: str = "", timeout: float | None = None) -> list[str]:
+        """The reply lines up to m-ready (not included). Raises DeviceError on an e-[...] line,
+        GarbledReply on a line that is neither m- nor e-[...], DeviceTimeout without m-ready;
+        the last two resynchronise the link first."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        lines, error, buf = [], None, bytearray()
+        while True:
+            line = self._read_line(deadline, buf)
+            if line is None:
+                got = lines + ([bytes(buf).decode(errors="replace")] if buf else [])
+                raise DeviceTimeout(f"no m-ready after {text!r} within {limit:g} s; got {got}; "
+                                    + self._sync_or_reopen(f"after a timeout on {text!r}"))
             if line == "m-ready":
                 break
+            if not _PRINTABLE.match(line) or not (line.startswith("m-") or line.startswith("e-[")):
+                raise GarbledReply(f"garbled reply line {line!r}; " + self._sync_or_reopen("after a garbled line"), text)
             if line.startswith("e-[") and line.endswith("]"):
                 error = line[3:-1]
             lines.append(line)
         if error is not None:
             raise DeviceError(error, text)
         return lines
+
+    def command(self, text: str, timeout: float | None = None) -> list[str]:
+        """Sends one command ('%' appended if missing); returns the reply lines before m-ready.
+        Raises DeviceError on an e-[...] line (after reading through its m-ready)."""
+        if self.port.in_waiting:   # nothing may arrive unasked: it is stale, or noise
+            self._sync_or_reopen(f"before {text!r}: {self.port.in_waiting} unexpected bytes waiting")
+        return self.read_reply(self.send(text), timeout)
+
+    # ---- resynchronisation ----
+    def sync(self, timeout: float = SYNC_TIMEOUT) -> int:
+        """Brings the link back to a known state; returns the number of stale lines dropped.
+        Raises DeviceTimeout if the device does not echo the sync command in time."""
+        token = f"tinylm-sync-{next(self._nonce)}"
+        self.port.write(b"%")                      # aborts an infer loop / ends a cut command
+        self.port.write(f"{token}%".encode("ascii"))
+        echo = f"e-[unknown command: {token}]"
+        deadline = time.monotonic() + timeout
+        stale, buf, seen = 0, bytearray(), False
+        while True:
+            line = self._read_line(deadline, buf)
+            if line is None:
+                raise DeviceTimeout(f"device did not answer the resynchronisation ({stale} lines read)")
+            if seen and line == "m-ready":
+                return stale
+            seen = line == echo
+            stale += 0 if seen else 1
+
+    def _sync_or_reopen(self, why: str) -> str:
+        """Resynchronises (reopening the port if need be); returns what happened, in words."""
+        try:
+            stale = self.sync()
+            what = f"resynchronised {why} ({stale} stale lines dropped)"
+        except (DeviceTimeout, serial.SerialException, OSError):
+            try:
+                self.port.close()
+                self.port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=self.timeout)
+                stale = self.sync()
+                what = f"reopened the port and resynchronised {why} ({stale} stale lines dropped)"
+            except (DeviceTimeout, serial.SerialException, OSError) as e:
+                what = f"could not resynchronise {why}: {e}"
+                log.warning(what)
+                return what
+        if why == "on open":   # the '%' itself is answered by an error: stale lines are expected
+            log.debug(what)
+        else:
+            self.resyncs += 1
+            log.warning(what)
+        return what
 
     def name(self) -> str:
         return _bracket(self.command("name")[0], "m-name-")

@@ -64,9 +64,11 @@ void board_write(const char *s)
 
 int board_getc(void)
 {
-    while (!(UART_STATE & 2u)) {}
+    while (!board_rx_ready()) {}
     return (int)(UART_DATA & 0xFFu);
 }
+
+int board_rx_ready(void) { return (UART_STATE & 2u) != 0; }
 
 /* The 32-bit counter wraps every 172 s; extend it in software with each value read (reads
  * happen far more often than that). */

@@ -92,13 +92,17 @@ void board_write(const char *s)
     while (*s) board_putc(*s++);
 }
 
+int board_rx_ready(void)
+{
+    uint32_t isr = USART_ISR;
+    if (isr & ISR_ORE) USART_ICR = ISR_ORE;     /* an overrun would stop reception */
+    return (isr & ISR_RXNE) != 0;
+}
+
 int board_getc(void)
 {
-    for (;;) {
-        uint32_t isr = USART_ISR;
-        if (isr & ISR_ORE) USART_ICR = ISR_ORE; /* an overrun would stop reception */
-        if (isr & ISR_RXNE) return (int)(USART_RDR & 0xFFu);
-    }
+    while (!board_rx_ready()) {}
+    return (int)(USART_RDR & 0xFFu);
 }
 
 const char *board_name(void) { return TINYLM_BOARD_NAME; }
