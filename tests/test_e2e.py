@@ -69,8 +69,13 @@ def test_resume_after_device_dies(default_build, tmp_path):
     assert json.loads(out.read_text())["examples"] == first["examples"]      # kept what it measured
     second = evaluate(default_build, "emotion", limit=LIMIT, json_out=out, resume=True)
     assert second["complete"] is True and second["examples"] == LIMIT and second["mismatches"] == 0
-    lines = [json.loads(line) for line in (tmp_path / "resume.json.progress.jsonl").read_text().splitlines()]
+    head, *lines = [json.loads(line) for line in (tmp_path / "resume.json.progress.jsonl").read_text().splitlines()]
+    assert head["run"]["engine"] == "device" and head["run"]["limit"] == LIMIT
     assert sorted(r["index"] for r in lines) == list(range(LIMIT))        # none lost, none repeated
+    # the same score and logits as an uninterrupted run (the reference's: bit-exact with the device)
+    whole = evaluate(default_build / "model.onnx", "emotion", limit=LIMIT, json_out=tmp_path / "whole.json")
+    assert second["score"] == whole["score"]
+    assert {r["index"]: r["logits"] for r in lines} == {r["index"]: r["reference"] for r in lines}
 
 
 def test_resume_after_ctrl_c(tmp_path):
@@ -84,6 +89,7 @@ def test_resume_after_ctrl_c(tmp_path):
     assert first["complete"] is False and first["examples"] == 3
     second = evaluate(DEFAULT_MODEL, "emotion", limit=10, json_out=out, resume=True)
     assert second["examples"] == 10 and second["complete"]
+    assert second["score"] == evaluate(DEFAULT_MODEL, "emotion", limit=10, json_out=tmp_path / "w.json")["score"]
 
 
 def test_hardware_board_needs_a_port(default_build, tmp_path):
@@ -101,7 +107,7 @@ def test_seeded_sample_is_fixed(tmp_path):
         out = tmp_path / f"s{seed}.json"
         res = evaluate(DEFAULT_MODEL, "emotion", sample=15, seed=seed, json_out=out)
         assert res["examples"] == 15 and res["sample"] == {"size": 15, "seed": seed}
-        lines = (tmp_path / f"s{seed}.json.progress.jsonl").read_text().splitlines()
+        lines = (tmp_path / f"s{seed}.json.progress.jsonl").read_text().splitlines()[1:]   # after the identity
         return [json.loads(line)["id"] for line in lines]
     a = ids(1)
     assert a == ids(1) and a == sorted(a) and a != ids(2)

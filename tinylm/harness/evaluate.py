@@ -7,7 +7,8 @@
                                         checked bit for bit against the integer reference
 
 Results are appended to a progress file one example at a time, so an interrupted run (device
-killed, Ctrl-C) continues with --resume without losing or repeating an example.
+killed, Ctrl-C) continues with --resume without losing or repeating an example; the file records
+the run's identity, and --resume refuses another run's file (tinylm/harness/progress.py).
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from tinynlp_data import compute_metric, get_task, load_split
+from tinynlp_data.loader import split_path
 
+from tinylm.harness.progress import ProgressError, identity, resume_run, sha256_files, start_run
 from tinylm.train.floatrun import is_run_dir
 from tinylm.tokenizer import encode, load_tokenizer
 
@@ -43,6 +46,10 @@ class Engine:
     def stop(self):
         pass
 
+    def target_sha256(self) -> str:
+        """What this engine evaluates, as a hash: the progress file's identity."""
+        return sha256_files([self.target])
+
 
 class FloatEngine(Engine):
     def __init__(self, path):
@@ -56,6 +63,9 @@ class FloatEngine(Engine):
     def predict_many(self, batch: list[list[int]]) -> list[dict]:
         return [{"logits": row.tolist()} for row in self.run.predict(batch)]
 
+    def target_sha256(self) -> str:
+        return sha256_files(self.target / f for f in ("run.json", "tokenizer.json", "params.msgpack"))
+
 
 class ReferenceEngine(Engine):
     def __init__(self, path):
@@ -68,6 +78,9 @@ class ReferenceEngine(Engine):
 
     def predict(self, ids):
         return {"logits": self.reference.run(self.graph, ids).tolist()}
+
+    def target_sha256(self) -> str:
+        return self.graph.sha256
 
 
 class DeviceEngine(Engine):
@@ -108,6 +121,10 @@ class DeviceEngine(Engine):
             raise EvalError(f"the device runs model {info.get('model')!r} hash {info.get('hash')}, but "
                             f"{self.target} holds hash {want}: flash this build first")
         self.extra["device_info"] = info
+
+    def target_sha256(self) -> str:
+        # the model and the firmware that runs it (a rebuild for another board changes the ELF)
+        return sha256_files([self.target / "build.json", self.elf])   # build.json holds the model's hash
 
     def stop(self):
         if self.device:
@@ -165,16 +182,18 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
     engine = open_engine(target, port)
     json_out = Path(json_out) if json_out else default_json(target, task)
     progress_file = json_out.with_name(json_out.name + ".progress.jsonl")
+    data_file = Path(data) if data else split_path(t, "validation", data_dir)
+    run = identity(target_sha256=engine.target_sha256(), engine=engine.kind, task=t.name,
+                   data_sha256=sha256_files([data_file]), sample=sample, seed=seed, limit=limit)
     done: dict[int, dict] = {}
+    repaired = False
     if resume and progress_file.is_file():
-        for line in progress_file.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue            # a line cut short by the interruption: redo that example
-            done[rec["index"]] = rec
-    elif progress_file.exists():
-        progress_file.unlink()
+        try:
+            done, repaired = resume_run(progress_file, run, [e.id for e in examples])
+        except ProgressError as e:
+            raise EvalError(str(e)) from None
+    else:
+        start_run(progress_file, run)
     json_out.parent.mkdir(parents=True, exist_ok=True)
 
     todo = [i for i in range(len(examples)) if i not in done]
@@ -217,7 +236,7 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
     result = summarize(t, examples, done, engine, wall)
     result.update({"target": str(target), "data": data or "validation", "complete": interrupted is None,
                    "sample": {"size": sample, "seed": seed} if sample else None,
-                   "progress_file": str(progress_file)})
+                   "progress_file": str(progress_file), "run": run, "repaired": repaired})
     if interrupted:
         result["interrupted"] = interrupted + f"; {len(done)}/{len(examples)} examples kept, rerun with --resume"
     json_out.write_text(json.dumps(result, indent=2))
