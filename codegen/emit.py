@@ -14,7 +14,7 @@ from tinylm.graph import INPUT, OUTPUT, Graph, GraphError
 from tinylm.graph.ops import attention_scratch_bytes
 from tinylm.graph.reference import shape_templates
 
-from . import planner
+from . import fuse, planner
 from .names import c_comment, c_idents, c_string, check_model_name
 
 CTYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int32_t",
@@ -106,6 +106,7 @@ TILEABLE = {
     "Gather": ((1,), ()),
     "AttentionInt": ((0,), (1,)),
     "CausalDepthwiseConvInt": ((), (0,)),
+    fuse.FC: ((0,), ()),
 }
 TILE_ROWS = 1   # rows per tile: 1 keeps the RAM of a fused EmbBERT layer at ~2 KB
 
@@ -158,10 +159,12 @@ def _tile_regions(graph: Graph, shapes) -> tuple[list[Region], dict]:
     return [r for r in regions if r.end > r.start], info
 
 
-def lower(graph: Graph, tile_rows: int = TILE_ROWS) -> Lowered:
+def lower(graph: Graph, tile_rows: int = TILE_ROWS, fused: bool = True) -> Lowered:
     check_model_name(graph.name)
     shapes = shape_templates(graph)
     check_bounds(graph, shapes)
+    if fused:   # after the proof, which covers the fused kernels' partial sums (codegen/fuse.py)
+        graph = fuse.fuse(graph)
     L = graph.max_len
 
     # --- weights: const arrays in flash
@@ -274,6 +277,14 @@ def lower(graph: Graph, tile_rows: int = TILE_ROWS) -> Lowered:
             _, k = shape(i_[0])
             _, nn = shape(i_[1])
             out.append(f"matmul_s8_s32({R(i_[0])}, {R(i_[1])}, {o}, {dim(i_[0])}, {dim_expr(k)}, {dim_expr(nn)});")
+        elif node.op == fuse.FC:
+            _, k = shape(i_[0])
+            _, nn = shape(i_[1])
+            ch = graph.weights[i_[2]].size
+            bias = wnames[a["bias"]] if a["bias"] else "NULL"
+            lut = wnames[a["lut"]] if a["lut"] else "NULL"
+            out.append(f"fully_connected_s8({R(i_[0])}, {R(i_[1])}, {bias}, {R(i_[2])}, {R(i_[3])}, {ch}, {lut}, "
+                       f"{o}, {dim(i_[0])}, {dim_expr(k)}, {dim_expr(nn)});")
         elif node.op == "Add":
             _, c = shape(i_[0])
             b_rows = dim(i_[0]) if tuple(shape(i_[1])) == tuple(shape(i_[0])) else "1"

@@ -17,7 +17,7 @@
 enum {
     OP_GATHER = 0, OP_POSITION_IDS, OP_MATMUL, OP_ADD_S32, OP_REQUANTIZE, OP_ADD_S8,
     OP_LUT, OP_TRANSPOSE, OP_SOFTMAX, OP_RMSNORM, OP_ISQRT,
-    OP_SEGMENT_IDS, OP_ATTENTION, OP_CAUSAL_DWCONV
+    OP_SEGMENT_IDS, OP_ATTENTION, OP_CAUSAL_DWCONV, OP_FULLY_CONNECTED
 };
 
 #define MAX_PARAMS 16
@@ -222,6 +222,18 @@ int main(void)
             }
             OUT(int32_t, (int64_t)p[4] * p[1]);
             causal_dwconv_s8_s32(a[0].data, a[1].data, a[2].data, out, p[3], p[4], p[1], p[2]);
+            break;
+        case OP_FULLY_CONNECTED: /* m, k, n, channels, has_bias, has_lut; x, packed w, bias, mult, shift, lut */
+            NEED(6, 6);
+            expect(&a[0], 1, (int64_t)p[0] * p[1], "x");
+            expect(&a[1], 1, (int64_t)p[1] * p[2], "w");
+            expect(&a[2], 4, p[2], "bias");
+            expect(&a[3], 4, p[3], "mult");
+            expect(&a[4], 4, p[3], "shift");
+            expect(&a[5], 1, 256, "lut");
+            OUT(int8_t, (int64_t)p[0] * p[2]);
+            fully_connected_s8(a[0].data, a[1].data, p[4] ? a[2].data : NULL, a[3].data, a[4].data, p[3],
+                               p[5] ? a[5].data : NULL, out, p[0], p[1], p[2]);
             break;
         default:
             die("unknown op");

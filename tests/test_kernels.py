@@ -47,11 +47,12 @@ KERNELS = {
     "segment_ids_s32": "segment_ids",
     "attention_s8": "attention_int",
     "causal_dwconv_s8_s32": "causal_dwconv_int",
+    "fully_connected_s8": "matmul_integer",    # + add_int32 + requantize (+ lut), fused
 }
 OP = {name: i for i, name in enumerate(
     ["gather", "position_ids", "matmul", "add_s32", "requantize", "add_s8",
      "lut", "transpose", "softmax", "rmsnorm", "isqrt",
-     "segment_ids", "attention", "causal_dwconv"])}
+     "segment_ids", "attention", "causal_dwconv", "fully_connected"])}
 
 SAN_FLAGS = ["-std=c99", "-O1", "-g", "-fsanitize=address,undefined",
              "-fno-sanitize-recover=all", "-Werror", "-Wall", "-Wextra"]
@@ -203,6 +204,71 @@ def test_matmul_extremes(driver):
     b[:, 1] = 127
     got = np.frombuffer(driver.run("matmul", [m, k, n], [a, b]), np.int32).reshape(m, n)
     check(got, ops.matmul_integer(a, b))
+
+
+def fc_twin(x, w, bias, mult, shift, lut):
+    """fully_connected_s8 is the composition of its ops' twins, nothing more."""
+    acc = ops.matmul_integer(x, w)
+    if bias is not None:
+        acc = ops.add_int32(acc, bias)
+    y = ops.requantize(acc, mult, shift)
+    return ops.lut(y, lut) if lut is not None else y
+
+
+def run_fc(driver, x, w, bias, mult, shift, lut):
+    from codegen.fuse import pack_fc_weights
+    (m, k), n = x.shape, w.shape[1]
+    arrays = [x, pack_fc_weights(w), bias if bias is not None else np.zeros(n, np.int32), mult, shift,
+              lut if lut is not None else np.zeros(256, np.int8)]
+    out = driver.run("fully_connected", [m, k, n, len(mult), bias is not None, lut is not None], arrays)
+    return np.frombuffer(out, np.int8).reshape(m, n)
+
+
+@CASES
+@given(st.data(), st.integers(1, 5), st.integers(1, 40), st.integers(1, 13), st.booleans(),
+       st.booleans(), st.booleans())
+def test_fully_connected(driver, data, m, k, n, per_channel, has_bias, has_lut):
+    x = data.draw(s8_array((m, k)))
+    w = data.draw(s8_array((k, n)))
+    bias = data.draw(s32_array((n,), st.integers(-2**20, 2**20))) if has_bias else None
+    ch = n if per_channel else 1
+    mult = data.draw(s32_array((ch,), MULT))
+    shift = data.draw(s32_array((ch,), SHIFT))
+    lut = data.draw(s8_array((256,))) if has_lut else None
+    check(run_fc(driver, x, w, bias, mult, shift, lut), fc_twin(x, w, bias, mult, shift, lut))
+
+
+def test_fully_connected_extremes(driver):
+    """The largest sums (all -128, k = 1000 near the int32 proof's edge with a bias), a k % 4
+    tail and n % 4 columns, shifts on both sides of the fast form's 33."""
+    m, k, n = 2, 1000, 7
+    x = np.full((m, k), -128, np.int8)
+    w = np.full((k, n), -128, np.int8)
+    w[:, 1] = 127
+    w[3::7, 5] = 0
+    bias = np.array([2**31 - 1 - k * 2**14, -2**31 + k * 2**14, 0, 1, -1, 5, 7], np.int32)
+    for mult, shift in [(2**31 - 1, 62), (2**31 - 1, 33), (2**30, 32), (12345, 31), (1, 1), (0, 40)]:
+        args = (x, w, bias, np.array([mult], np.int32), np.array([shift], np.int32), None)
+        check(run_fc(driver, *args), fc_twin(*args))
+
+
+def test_pack_fc_weights_is_a_permutation():
+    from codegen.fuse import pack_fc_weights
+    for k, n in [(1, 1), (4, 4), (7, 9), (16, 128), (128, 6)]:
+        w = np.arange(k * n, dtype=np.int64).reshape(k, n)
+        p = pack_fc_weights(w).reshape(-1)
+        assert sorted(p.tolist()) == list(range(k * n))
+        assert p[:4].tolist() == w[:4, 0].tolist()[:min(4, k)] or k < 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(S32_FULL, MULT, SHIFT)
+def test_requantize_fast_form_on_the_spec(driver, x, mult, shift):
+    """tinylm_requantize_s32's high-word form equals the int64 spec (every x, m, s)."""
+    got = np.frombuffer(driver.run("requantize", [1, 1, 1], [np.array([x], np.int32),
+                                                             np.array([mult], np.int32),
+                                                             np.array([shift], np.int32)]), np.int8)
+    check(got, ops.requantize(np.array([x], np.int32), np.array([mult]), np.array([shift])))
 
 
 @CASES

@@ -90,7 +90,7 @@ void attention_s8(const int8_t *q, const int8_t *kv, int8_t *out, int32_t m, int
             }
         }
         for (c = 0; c < d; ++c) {
-            out[i * d + c] = tinylm_requantize_s8(acc[c], out_mult, out_shift);
+            out[i * d + c] = tinylm_requantize_s32(acc[c], out_mult, out_shift);
         }
     }
 }

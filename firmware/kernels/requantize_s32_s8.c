@@ -10,7 +10,7 @@ void requantize_s32_s8(const int32_t *x, const int32_t *mult, const int32_t *shi
     for (i = 0; i < rows; ++i) {
         for (j = 0; j < cols; ++j) {
             int32_t c = (channels == 1) ? 0 : j;
-            out[i * cols + j] = tinylm_requantize_s8(x[i * cols + j], mult[c], shift[c]);
+            out[i * cols + j] = tinylm_requantize_s32(x[i * cols + j], mult[c], shift[c]);
         }
     }
 }

@@ -5,7 +5,7 @@
  *   inv = 2**22 / r                2**14 / rms
  *   y   = requantize(x * gain * inv, mult, shift)
  * Needs 1 <= d <= 4096. |x * gain * inv| <= 2**27 (worst case: one +-1 in a row),
- * so the product is exact even in int32; it is formed in int64 for requantize anyway. */
+ * so the product is exact in int32 and requantize takes its int32 form. */
 #include "tinylm_kernels.h"
 #include "tinylm_fixedpoint.h"
 
@@ -30,7 +30,7 @@ void rmsnorm_s8(const int8_t *x, const int8_t *gain, int8_t *out, int32_t rows, 
         inv = (int32_t)(((uint64_t)1 << 22) / r); /* <= 2**22 */
         for (j = 0; j < cols; ++j) {
             int32_t xg = (int32_t)xr[j] * (int32_t)gain[j]; /* |xg| <= 2**14 */
-            yr[j] = tinylm_requantize_s8((int64_t)xg * inv, mult, shift);
+            yr[j] = tinylm_requantize_s32(xg * inv, mult, shift); /* |xg * inv| <= 2**27 */
         }
     }
 }

@@ -44,6 +44,30 @@ static inline int8_t tinylm_requantize_s8(int64_t v, int32_t mult, int32_t shift
     return tinylm_sat_s8(tinylm_round_shift_s64(v * (int64_t)mult, shift));
 }
 
+/* Clamp an int32 to [-128, 127]; gcc makes this one SSAT on Armv7-M. */
+static inline int8_t tinylm_sat_s32_s8(int32_t v)
+{
+    return (int8_t)(v < INT8_MIN ? INT8_MIN : (v > INT8_MAX ? INT8_MAX : v));
+}
+
+/* ops.requantize for an int32 value, in a cheaper form that is exactly equal to it.
+ * Write v * mult = hi * 2**32 + lo with 0 <= lo < 2**32 (hi: the high word of one 32x32->64
+ * SMULL). For shift >= 33,
+ *   (v*mult + 2**(shift-1)) >> shift = floor(((hi + 2**(shift-33)) + lo / 2**32) / 2**(shift-32))
+ *                                    = (hi + 2**(shift-33)) >> (shift-32)
+ * because floor((N + f) / D) = floor(N / D) for an integer N, an integer D >= 1 and 0 <= f < 1.
+ * |v * mult| < 2**62 gives |hi| <= 2**30, so hi + 2**29 cannot overflow. The 64-bit add and
+ * the 64-bit variable shift disappear; smaller shifts (rare: quantized scales put them at
+ * 36..46) take the int64 form of the spec. tests/test_kernels.py checks both on the spec. */
+static inline int8_t tinylm_requantize_s32(int32_t v, int32_t mult, int32_t shift)
+{
+    if (shift >= 33) {
+        int32_t hi = (int32_t)(((int64_t)v * (int64_t)mult) >> 32);
+        return tinylm_sat_s32_s8((hi + ((int32_t)1 << (shift - 33))) >> (shift - 32));
+    }
+    return tinylm_requantize_s8(v, mult, shift);
+}
+
 /* ops.isqrt: exact floor square root of any uint64, bit by bit (no floating point).
  * Classic digit-by-digit method: r collects result bits from the top; r + bit never
  * wraps because r < 2**32 and bit <= 2**62. */

@@ -3,6 +3,7 @@
  * All tensors are row-major; sizes are int32_t; no kernel allocates memory. */
 #ifndef TINYLM_KERNELS_H
 #define TINYLM_KERNELS_H
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -38,6 +39,13 @@ void softmax_s32_s8(const int32_t *x, int8_t *out, int32_t rows, int32_t cols, i
 
 /* tinylm.graph.ops.rmsnorm_int: integer RMSNorm of each row (cols <= 4096) times gain[cols], requantized. */
 void rmsnorm_s8(const int8_t *x, const int8_t *gain, int8_t *out, int32_t rows, int32_t cols, int32_t mult, int32_t shift);
+
+/* Fusion of tinylm.graph.ops.matmul_integer + add_int32 (bias, or NULL) + requantize (+ lut, or NULL):
+ * out[m,n] int8 from x[m,k] and w[k,n] packed by codegen (codegen/pack.py); channels = 1 or n. */
+int32_t fully_connected_s8_scratch_bytes(int32_t k, int32_t n);
+void fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias, const int32_t *mult,
+                        const int32_t *shift, int32_t channels, const int8_t *lut, int8_t *out,
+                        int32_t m, int32_t k, int32_t n);
 
 /* ---- EmbBERT-Q ---- */
 #define TINYLM_SEP_ID 4
