@@ -95,3 +95,19 @@ def test_resumed_score_equals_an_uninterrupted_run(tmp_path, kw):
     assert res["score"] == whole["score"]
     by_index = lambda f: {r["index"]: r["logits"] for r in map(json.loads, _lines(f)[1:])}  # noqa: E731
     assert by_index(out) == by_index(tmp_path / "whole.json")
+
+
+def test_every_identity_field_is_compared(tmp_path):
+    """Each field of the identity, changed alone, is refused by name (engine and task included,
+    which the end-to-end cases above cannot vary cheaply)."""
+    from tinylm.harness import progress as P
+    run = P.identity(target_sha256="a" * 64, engine="device", task="emotion", data_sha256="b" * 64,
+                     sample=None, seed=0, limit=24)
+    p = tmp_path / "p.jsonl"
+    P.start_run(p, run)
+    assert P.resume_run(p, run, ["x"]) == ({}, False)
+    for field, value in [("engine", "reference"), ("task", "sst2"), ("data_sha256", "c" * 64),
+                         ("target_sha256", "d" * 64), ("limit", 25), ("sample", 5)]:
+        with pytest.raises(P.ProgressError, match=f"{field} was"):
+            P.resume_run(p, {**run, field: value}, ["x"])
+    assert P.identity(target_sha256="", engine="", task="", data_sha256="", sample=None, seed=7, limit=None)["seed"] is None
