@@ -54,15 +54,25 @@ static int32_t fc_column(const int8_t *xr, const int8_t *wb, int32_t k, int32_t 
 #ifdef TINYLM_DSP
 typedef int32_t __attribute__((aligned(4), may_alias)) fc_aligned_i32;
 
-/* acc[0..3] += four packed columns times x[0 .. 4*kq). Its own function (not inlined) so that
- * gcc keeps the four sums, both x halves and the pointers in registers: 24 instructions per
- * 16 MACs (one LDR of x, two LDRD of weights, ten SXTB16, eight SMLAD, the loop). Weight
- * words are aligned (see the layout), x words need not be. */
-__attribute__((noinline)) static void fc_block4_dsp(const int8_t *xp, const int8_t *wp, int32_t kq, int32_t *acc)
+/* One block of four columns, start to finish: y[j0..j0+3] of one row. Its own function (not
+ * inlined) so that gcc keeps the four sums, both x halves and the pointers in registers:
+ * 24 instructions per 16 MACs (one LDR of x, two LDRD of weights, ten SXTB16, eight SMLAD,
+ * the loop). Weight words are aligned (see the layout), x words need not be. */
+__attribute__((noinline)) static void fc_block4_dsp(const int8_t *xr, const int8_t *wb, int32_t k,
+                                                    const int32_t *bias, const int32_t *mult,
+                                                    const int32_t *shift, int32_t cs, const int8_t *lut,
+                                                    int8_t *yr)
 {
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    const fc_aligned_i32 *w4 = (const fc_aligned_i32 *)(const void *)wp;
-    const int8_t *end = xp + 4 * kq;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, p;
+    const fc_aligned_i32 *w4 = (const fc_aligned_i32 *)(const void *)wb;
+    const int8_t *xp = xr, *end = xr + (k & ~3), *wt;
+    int32_t kr = k & 3;
+    if (bias) {
+        a0 = bias[0];
+        a1 = bias[1];
+        a2 = bias[2];
+        a3 = bias[3];
+    }
     while (xp != end) {
         int32_t xv = tinylm_ld32(xp);
         int32_t xa = tinylm_sxtb16(xv), xb = tinylm_sxtb16_ror8(xv);
@@ -78,10 +88,19 @@ __attribute__((noinline)) static void fc_block4_dsp(const int8_t *xp, const int8
         xp += 4;
         w4 += 4;
     }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    wt = (const int8_t *)w4; /* the k % 4 tail: column c's bytes at wt + c * kr */
+    for (p = 0; p < kr; ++p) {
+        int32_t xv = xp[p];
+        a0 += xv * wt[p];
+        a1 += xv * wt[kr + p];
+        a2 += xv * wt[2 * kr + p];
+        a3 += xv * wt[3 * kr + p];
+    }
+    /* mult/shift point at this block's channels; cs = 0: the one per-tensor pair */
+    yr[0] = fc_finish(a0, mult, shift, 0, lut);
+    yr[1] = fc_finish(a1, mult, shift, cs, lut);
+    yr[2] = fc_finish(a2, mult, shift, 2 * cs, lut);
+    yr[3] = fc_finish(a3, mult, shift, 3 * cs, lut);
 }
 #endif
 
@@ -90,7 +109,6 @@ void fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias, c
                         int32_t m, int32_t k, int32_t n)
 {
     int32_t i, j0, c, cs = (channels == 1) ? 0 : 1;
-    int32_t kq = k >> 2, kr = k & 3;
     for (i = 0; i < m; ++i) {
         const int8_t *xr = x + i * k;
         int8_t *yr = out + i * n;
@@ -99,18 +117,8 @@ void fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias, c
             int32_t nb = (n - j0 < 4) ? n - j0 : 4;
 #ifdef TINYLM_DSP
             if (nb == 4) {
-                int32_t acc[4], p;
-                const int8_t *wt = wb + 16 * kq; /* the k % 4 tail: column c's bytes at wt + c * kr */
-                for (c = 0; c < 4; ++c) {
-                    acc[c] = bias ? bias[j0 + c] : 0;
-                }
-                fc_block4_dsp(xr, wb, kq, acc);
-                for (c = 0; c < 4; ++c) {
-                    for (p = 0; p < kr; ++p) {
-                        acc[c] += (int32_t)xr[4 * kq + p] * wt[c * kr + p];
-                    }
-                    yr[j0 + c] = fc_finish(acc[c], mult, shift, cs * (j0 + c), lut);
-                }
+                fc_block4_dsp(xr, wb, k, bias ? bias + j0 : NULL, mult + cs * j0, shift + cs * j0, cs,
+                              lut, yr + j0);
                 continue;
             }
 #endif
@@ -120,6 +128,4 @@ void fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias, c
             }
         }
     }
-    (void)kq;
-    (void)kr;
 }

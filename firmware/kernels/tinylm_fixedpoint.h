@@ -44,7 +44,8 @@ static inline int8_t tinylm_requantize_s8(int64_t v, int32_t mult, int32_t shift
     return tinylm_sat_s8(tinylm_round_shift_s64(v * (int64_t)mult, shift));
 }
 
-/* Clamp an int32 to [-128, 127]; gcc makes this one SSAT on Armv7-M. */
+/* Clamp an int32 to [-128, 127]. (An SSAT by inline assembly measured no better overall on
+ * the M4: 2 instructions fewer per output in fully_connected_s8, 5 more in attention_s8.) */
 static inline int8_t tinylm_sat_s32_s8(int32_t v)
 {
     return (int8_t)(v < INT8_MIN ? INT8_MIN : (v > INT8_MAX ? INT8_MAX : v));

@@ -26,6 +26,7 @@ COMMANDS = [
     # evaluating: float, integer reference or device
     ("eval", evaluation.eval_cmd),
     ("cost", evaluation.cost),
+    ("kernels", evaluation.kernels),
     # boards
     ("boards", boards.boards),
     ("flash", boards.flash),

@@ -82,3 +82,33 @@ def cost(build_dir: Path = typer.Argument(..., help="build directory of a qemu-*
     for r in rows:
         print(f"{r['tokens']:>6} {r[unit]:>12} {r['macs']:>10} {r[unit] / r['macs']:>10.2f} "
               f"{r['infer_ms']:>9.2f} {r['noop_ms']:>8.2f}")
+
+
+def kernels(boards: str = typer.Option("qemu-m4,qemu-m7,qemu-m33,qemu-m55", help="comma-separated QEMU boards"),
+            kernels_dir: Optional[Path] = typer.Option(None, help="benchmark the kernels in this directory instead of firmware/kernels (e.g. an older checkout's)"),
+            unfused: bool = typer.Option(False, "--unfused", help="fully connected as matmul_s8_s32 + add_s32 + requantize_s32_s8 on unpacked weights (the models' chain before fusion)"),
+            seed: int = typer.Option(0, help="seed of the random kernel inputs"),
+            json_out: bool = typer.Option(False, "--json", help="print JSON")):
+    """Instructions per MAC (per element for softmax, norm, requantize) of each kernel and shape on
+    QEMU cores, every output checked bit for bit against its numpy twin."""
+    from codegen.toolchain import ToolchainError
+    from tinylm.harness.kernels import KernelMismatch, cases, run_cases
+    from tinylm.harness.qemu import QemuError
+    names = [b for b in boards.split(",") if b]
+    rows = []
+    try:
+        for b in names:
+            rows += run_cases(b, cases(seed), kernels_dir=kernels_dir, unfused=unfused)
+    except (KernelMismatch, ToolchainError, QemuError, ValueError, RuntimeError) as e:
+        fail(str(e))
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    table: dict = {}
+    for r in rows:
+        table.setdefault((r["kernel"], r["shape"], r["unit"]), {})[r["board"]] = r["per_unit"]
+    print(f"{'kernel':<26} {'shape':<24} {'per':<8}" + "".join(f"{b:>10}" for b in names))
+    for (kern, shape, unit), per in table.items():
+        print(f"{kern:<26} {shape:<24} {unit:<8}" + "".join(f"{per.get(b, float('nan')):>10.2f}" for b in names))
+    print("instructions per MAC (per element where the unit says so), QEMU -icount; "
+          "every output equal to its numpy twin")

@@ -1,0 +1,97 @@
+"""The DSP path of the kernels, which the host cannot execute, checked bit for bit in QEMU.
+
+firmware/bench/kernel_server.c runs in QEMU (one server per board for the module) and answers
+kernel cases over the serial socket; every output is compared with the numpy twin. Skipped
+with a reason when arm-none-eabi-gcc or qemu-system-arm is missing.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+                                reason="needs arm-none-eabi-gcc and qemu-system-arm")
+
+from codegen.fuse import pack_fc_weights  # noqa: E402
+from tinylm.graph import ops  # noqa: E402
+from tinylm.harness import kernels as K  # noqa: E402
+
+S8 = st.one_of(st.sampled_from([-128, 127, -1, 0, 1]), st.integers(-128, 127))
+
+
+@pytest.fixture(scope="module")
+def m4_server(tmp_path_factory):
+    elf = K.build_server("qemu-m4", tmp_path_factory.mktemp("ks"))
+    with K.KernelServer("qemu-m4", elf) as srv:
+        yield srv
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(st.data(), st.integers(1, 3), st.integers(1, 70), st.integers(1, 13), st.booleans(), st.booleans(),
+       st.booleans())
+def test_fully_connected_dsp(m4_server, data, m, k, n, per_channel, has_bias, has_lut):
+    """Random shapes (k % 4 and n % 4 tails, unaligned x rows), extreme and ordinary values."""
+    arr = lambda shape: np.array(data.draw(st.lists(S8, min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))),  # noqa: E731
+                                 np.int8).reshape(shape)
+    x, w = arr((m, k)), arr((k, n))
+    ch = n if per_channel else 1
+    bias = np.array(data.draw(st.lists(st.integers(-2**20, 2**20), min_size=n, max_size=n)), np.int32)
+    mult = np.array(data.draw(st.lists(st.one_of(st.integers(0, 2**31 - 1), st.integers(0, 9)), min_size=ch,
+                                       max_size=ch)), np.int32)
+    shift = np.array(data.draw(st.lists(st.one_of(st.integers(1, 62), st.integers(30, 46)), min_size=ch,
+                                        max_size=ch)), np.int32)
+    lut = arr((256,))
+    want = ops.requantize(ops.add_int32(ops.matmul_integer(x, w), bias if has_bias else 0), mult, shift)
+    want = ops.lut(want, lut) if has_lut else want
+    _, raw = m4_server.run("fully_connected", [m, k, n, ch, has_bias, has_lut],
+                           [x, pack_fc_weights(w), bias, mult, shift, lut])
+    got = np.frombuffer(raw, np.int8).reshape(m, n)
+    assert np.array_equal(got, want), np.argwhere(got != want)[:5]
+
+
+def test_fully_connected_dsp_extremes(m4_server):
+    m, k, n = 2, 1000, 8
+    x = np.full((m, k), -128, np.int8)
+    w = np.full((k, n), -128, np.int8)
+    w[:, 1] = 127
+    bias = np.array([2**31 - 1 - k * 2**14, -2**31 + k * 2**14, 0, 1, -1, 5, 7, 9], np.int32)
+    for mult, shift in [(2**31 - 1, 62), (2**31 - 1, 33), (2**30, 32), (12345, 31)]:
+        mm, ss = np.array([mult], np.int32), np.array([shift], np.int32)
+        _, raw = m4_server.run("fully_connected", [m, k, n, 1, 1, 0], [x, pack_fc_weights(w), bias, mm, ss,
+                                                                      np.zeros(256, np.int8)])
+        want = ops.requantize(ops.add_int32(ops.matmul_integer(x, w), bias), mm, ss)
+        assert np.array_equal(np.frombuffer(raw, np.int8).reshape(m, n), want)
+
+
+@pytest.mark.parametrize("board", K.BOARDS)
+def test_benchmark_cases_bit_exact(board, tmp_path):
+    """Every kernel of the benchmark, on each QEMU core: run_cases raises on any difference."""
+    rows = K.run_cases(board, K.cases(seed=1), build_dir=tmp_path)
+    fc = [r for r in rows if r["kernel"] == "fully_connected_s8" and r["shape"].startswith("128->128")]
+    assert fc and all(r["per_unit"] < 2.0 for r in fc), fc   # the DSP path is in use
+
+
+def test_dsp_inner_loop_is_one_ldr_per_word(tmp_path):
+    """The 32-bit load idiom stays one LDR under -ffreestanding (no memcpy call) and the block
+    loop uses SXTB16 + SMLAD."""
+    obj = tmp_path / "fc.o"
+    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16",
+                    "-O2", "-ffreestanding", "-std=c11", f"-I{ROOT / 'firmware' / 'kernels'}", "-c",
+                    str(ROOT / "firmware" / "kernels" / "fully_connected_s8.c"), "-o", str(obj)], check=True)
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(obj)], capture_output=True, text=True, check=True).stdout
+    block = dis.split("<fc_block4_dsp>:")[1].split(">:\n")[0]
+    assert "memcpy" not in dis and not re.search(r"\bbl\b", block)
+    assert block.count("smlad") == 8 and block.count("sxtb16") == 10, block
