@@ -97,3 +97,27 @@ def test_early_stopping_and_resume_errors(tmp_path):
         _run(tmp_path / "p", resume=True, lr=1e-3)
     with pytest.raises(FinetuneError, match="nothing to resume"):
         _run(tmp_path / "none", resume=True)
+
+
+def test_cli_from_scratch_resume_and_stderr_lines(tmp_path):
+    import gzip
+    from typer.testing import CliRunner
+    from tinylm.cli import app
+    d = tmp_path / "data" / "tinynlp" / "emotion"
+    d.mkdir(parents=True)
+    for split, ex in (("train", TRAIN[:48]), ("validation", VAL[:16])):
+        with gzip.open(d / f"{split}.jsonl.gz", "wt") as f:
+            f.writelines(json.dumps({"text": e.text, "label": e.label}) + "\n" for e in ex)
+    r = CliRunner().invoke(app, ["finetune", "--task", "emotion", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--from-scratch" in r.output
+    base = ["finetune", "--from-scratch", "--model", "embbert-nano", "--task", "emotion",
+            "--out", str(tmp_path / "run"), "--max-len", "16", "--log-every", "1",
+            "--data-dir", str(tmp_path / "data")]
+    r = CliRunner().invoke(app, base + ["--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    assert "epoch 1: validation accuracy" in r.output       # stderr is no terminal here
+    r = CliRunner().invoke(app, base + ["--epochs", "2", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "(epoch " in r.output and " of 2, stop: epochs" in r.output
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["epochs_run"] == 2 and meta["config"]["init"] == "delta"
