@@ -13,7 +13,8 @@ from tinylm.graph.format import (DOMAIN, FORMAT_VERSION, INPUT, OPS, OPSET, OUTP
 
 def load(path: str | Path) -> Graph:
     """Reads and checks a model file: the format, then shapes and dtypes by running the
-    reference on a 1-token and a full-length input. Every failure is a one-line GraphError."""
+    reference on inputs of several lengths (tinylm/graph/reference.py check_shapes). Every failure
+    is a one-line GraphError."""
     from tinylm.graph.reference import check_shapes
     graph = read(path)
     check_shapes(graph, path)
