@@ -16,6 +16,7 @@ from tinylm.graph.reference import shape_templates
 
 from . import fuse, planner
 from .names import c_comment, c_idents, c_string, check_model_name
+from .scores import logit_scale_q
 
 CTYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int32_t",
          np.dtype(np.uint16): "uint16_t"}
@@ -345,10 +346,11 @@ def lower(graph: Graph, tile_rows: int = TILE_ROWS, fused: bool = True) -> Lower
             i += 1
 
     num_labels = max(1, len(graph.label_names))
+    logit_q = logit_scale_q(graph.meta.get("logit_scale"))
     model_c = MODEL_C.format(
         name=c_comment(graph.name), name_c=c_string(graph.name), hash=graph.sha256[:16], vocab=graph.vocab,
-        max_len=L, labels=num_labels,
-        arena=max(arena, 8), decls="\n".join(decls), calls="\n".join(calls), out=anames[OUTPUT])
+        max_len=L, labels=num_labels, logit_scale=c_comment(str(graph.meta.get("logit_scale"))),
+        logit_mult=logit_q[0], logit_shift=logit_q[1], arena=max(arena, 8), decls="\n".join(decls), calls="\n".join(calls), out=anames[OUTPUT])
     weights_h = WEIGHTS_H.format(decls="\n".join(wdecl))
     weights_c = '#include "weights.h"\n\n' + "\n\n".join(wdefs) + "\n"
     acts = {t: (tuple(tile_rows if d == "n" else d for d in shp) if t in tile_local else shp, dt)
@@ -387,6 +389,7 @@ static int8_t arena[ARENA_BYTES] __attribute__((aligned(8)));
 
 const tinylm_model_info_t tinylm_model_info = {{
     {name_c}, "{hash}", {vocab}, {max_len}, {labels}, ARENA_BYTES,
+    {logit_mult}, {logit_shift},   /* logit scale {logit_scale} for the m-results scores (codegen/scores.py) */
 }};
 
 int tinylm_model_run(const int32_t *ids, int32_t n, int32_t *logits) {{

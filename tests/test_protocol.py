@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from codegen import toolchain
+from codegen.scores import format_scores, logit_scale_q, parse_scores, scores
 from tinylm.harness.device import Device, DeviceError
 
 STUB = Path(__file__).parent / "fixtures" / "stub_model.c"
 VOCAB, MAXLEN, LABELS = 1000, 64, 3
+SCALE_Q = logit_scale_q(1e-4)          # the stub's logit scale
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
@@ -19,6 +21,11 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("qemu-system-arm") is None,
                        reason="qemu-system-arm not installed (" + toolchain.APT_HINT + ")"),
 ]
+
+
+def stub_scores(ids) -> str:
+    """What m-results-[...] carries: the fixed-point softmax of the stub's logits."""
+    return format_scores(scores(stub_logits(ids), *SCALE_Q))
 
 
 def stub_logits(ids):
@@ -57,24 +64,25 @@ def test_boot_banner(qemu):
 
 
 def test_name_profile_info(dev):
-    assert dev.command("name") == ["m-name-[tinylm-stub]"]
+    assert dev.command("name") == ["m-name-dut-[tinylm-stub]"]
     assert dev.command("profile") == ["m-profile-[tinylm]", "m-model-[stub]", "m-board-[qemu-m4]"]
     assert dev.info() == {"model": "stub", "hash": "0123456789abcdef", "vocab": VOCAB,
-                          "maxlen": MAXLEN, "labels": LABELS, "arena": 4096, "board": "qemu-m4"}
+                          "maxlen": MAXLEN, "labels": LABELS, "arena": 4096, "board": "qemu-m4",
+                          "scale": "%d,%d" % SCALE_Q}
 
 
 def test_framing_ignores_cr_lf(dev):
     dev.port.write(b"\r\n\r\n")
-    assert dev.command("name%") == ["m-name-[tinylm-stub]"]
+    assert dev.command("name%") == ["m-name-dut-[tinylm-stub]"]
     dev.port.write(b"\r\n")
-    assert dev.command("na\r\nme") == ["m-name-[tinylm-stub]"]
+    assert dev.command("na\r\nme") == ["m-name-dut-[tinylm-stub]"]
 
 
 @pytest.mark.parametrize("ids", [[1], [1, 2, 3], [101, 999, 0, 7, 500] * 5, list(range(936, 1000)), [999] * 64])
 def test_infer_logits(dev, ids):
     assert dev.infer(ids) == stub_logits(ids)
     assert dev.logits() == stub_logits(ids)
-    assert dev.command("results") == ["m-results-[%s]" % ",".join(map(str, stub_logits(ids)))]
+    assert dev.command("results") == [f"m-results-[{stub_scores(ids)}]"]
 
 
 def test_infer_reply_shape_and_db_print(dev):
@@ -86,7 +94,31 @@ def test_infer_reply_shape_and_db_print(dev):
     t0, t1 = (int(line[len("m-lap-us-"):]) for line in lines[3:5])
     assert t1 >= t0
     expected = ",".join(map(str, stub_logits([0x0123, 7])))
-    assert lines[5:] == ["m-infer-done", f"m-results-[{expected}]"]
+    assert lines[5:] == ["m-infer-done", f"m-results-[{stub_scores([0x0123, 7])}]", f"m-tinylm-logits-[{expected}]"]
+
+
+@pytest.mark.parametrize("ids", [[1], [2, 3], [999] * 64, [5, 17, 999, 3, 250, 42], list(range(64))])
+def test_results_are_scores_with_the_logits_argmax(dev, ids):
+    """m-results (EEMBC) is the fixed-point softmax, equal to its Python twin, non-negative, with
+    the argmax of the int32 logits (which m-tinylm-logits and tinylm-logits% carry)."""
+    logits = dev.infer(ids)
+    assert logits == stub_logits(ids) and dev.last_scores == scores(logits, *SCALE_Q)
+    assert min(dev.last_scores) >= 0 and abs(sum(dev.last_scores) - 10 ** 9) <= LABELS
+    assert dev.last_scores.index(max(dev.last_scores)) == logits.index(max(logits))
+
+
+def test_lap_us_runs_on_the_nominal_clock(dev, board):
+    """m-lap-us is instructions / MHz of the board's clock (25 MHz on qemu-m4): one instruction
+    per cycle, not QEMU's one per ns."""
+    ids = list(range(1, 65))
+    dev.infer(ids)
+    per_inference = dev.cost()["instructions"]
+    n = 200
+    dev.infer_loaded(runs=n)
+    t0, t1 = dev.last_lap_us
+    expected_us = n * per_inference / (board["clock_hz"] / 1e6)
+    # the loop's own instructions (abort check, clock read) come on top of the measured cost
+    assert expected_us <= (t1 - t0) <= 1.15 * expected_us + 2
 
 
 def test_cost_positive_and_repeatable(dev):
@@ -116,7 +148,7 @@ def expect_error(dev, command, reason):
     with pytest.raises(DeviceError) as e:
         dev.command(command)
     assert e.value.reason == reason
-    assert dev.command("name") == ["m-name-[tinylm-stub]"]   # still serving
+    assert dev.command("name") == ["m-name-dut-[tinylm-stub]"]   # still serving
 
 
 def test_error_unknown_command(dev):
@@ -165,7 +197,7 @@ def test_error_infer_without_input(dev):
     assert dev.command("db 0100") == []          # incomplete
     expect_error(dev, "infer 1 0", "infer: no input loaded")
     assert dev.command("db 0200") == ["m-load-done"]
-    assert dev.command("infer 1 0")[-1] == "m-results-[%s]" % ",".join(map(str, stub_logits([1, 2])))
+    assert dev.command("infer 1 0")[-2] == f"m-results-[{stub_scores([1, 2])}]"
 
 
 def test_error_token_id_out_of_vocab(dev):
@@ -183,7 +215,7 @@ def test_error_token_id_out_of_vocab(dev):
 def test_error_infer_usage(dev, args):
     dev.load([9])
     expect_error(dev, f"infer {args}".rstrip(), "infer: usage infer N W")
-    assert dev.command("infer 1 0")[-1] == "m-results-[%s]" % ",".join(map(str, stub_logits([9])))
+    assert dev.command("infer 1 0")[-2] == f"m-results-[{stub_scores([9])}]"
 
 
 def test_fresh_device_and_labels_limit(board, tmp_path):
@@ -229,7 +261,7 @@ def test_non_printable_bytes_are_refused_and_never_echoed(dev, data, reason):
     lines = _raw(dev, data)
     assert lines == [f"e-[{reason}]", "m-ready"]
     assert all(0x20 <= ord(c) <= 0x7e for line in lines for c in line)
-    assert dev.command("name") == ["m-name-[tinylm-stub]"]
+    assert dev.command("name") == ["m-name-dut-[tinylm-stub]"]
 
 
 def test_unknown_command_echo_is_printable(dev):
@@ -246,7 +278,7 @@ def test_ten_digit_numbers_are_refused(dev, command):
     assert e.value.reason in (f"db load: N must be even and in 2..{2 * MAXLEN}", "infer: usage infer N W")
     assert dev.command("db load 000000004") == ["m-[Expecting 4 bytes]"]   # 9 digits are fine
     assert dev.command("db 01000200") == ["m-load-done"]
-    assert dev.command("infer 000000001 000000000")[-1] == "m-results-[%s]" % ",".join(map(str, stub_logits([1, 2])))
+    assert dev.command("infer 000000001 000000000")[-2] == f"m-results-[{stub_scores([1, 2])}]"
 
 
 @pytest.mark.parametrize("bad", ["3", "0", "x", str(2 * MAXLEN + 2)])
@@ -271,7 +303,7 @@ def test_a_byte_during_a_long_infer_aborts_it(fresh_dev):
     time.sleep(0.5)
     lines = _raw(fresh_dev, b"x", timeout=5)
     assert lines == ["m-warmup-start-999999999", "e-[infer: aborted]", "m-ready"]
-    assert fresh_dev.command("results") == ["m-results-[%s]" % ",".join(map(str, stub_logits([1, 2, 3])))]
+    assert fresh_dev.command("results") == [f"m-results-[{stub_scores([1, 2, 3])}]"]
     fresh_dev.port.write(b"infer 999999999 0%")
     time.sleep(0.5)
     lines = _raw(fresh_dev, b"%", timeout=5)
@@ -286,5 +318,5 @@ def test_client_resynchronises_after_a_timeout_and_says_so(fresh_dev):
     with pytest.raises(DeviceTimeout, match="resynchronised after a timeout"):
         fresh_dev.command("infer 999999999 0", timeout=0.5)
     assert fresh_dev.resyncs == 1
-    assert fresh_dev.command("name") == ["m-name-[tinylm-stub]"]      # not the infer's late reply
+    assert fresh_dev.command("name") == ["m-name-dut-[tinylm-stub]"]      # not the infer's late reply
     assert fresh_dev.infer([4, 5]) == stub_logits([4, 5])

@@ -125,6 +125,53 @@ static void print_logits(const char *key)
     board_write("]\r\n");
 }
 
+/* ---- EEMBC scores: softmax probabilities in integer arithmetic (codegen/scores.py is the
+ * exact twin and says why). The MLPerf Tiny runner divides m-results by its sum before its
+ * argmax, so it needs non-negative values whose argmax is the logits'. ---- */
+#define ONE_Q30 (1ull << 30)
+#define LOG2E_Q24 24204406ull          /* round(log2(e) * 2^24) */
+#define LN2_Q30 744261118ull           /* round(ln(2) * 2^30) */
+#define X_ZERO (22ull << 24)           /* e^-22 < 2^-31: score 0 beyond */
+#define PPB 1000000000ull
+
+static uint64_t exp_neg_q30(uint64_t x_q24)   /* e^-x in Q30, x >= 0 in Q24 */
+{
+    if (x_q24 >= X_ZERO) return 0;
+    uint64_t y = (x_q24 * LOG2E_Q24) >> 24;   /* e^-x = 2^-y */
+    uint64_t t = ((y & 0xFFFFFFu) * LN2_Q30) >> 24;   /* frac(y) * ln2 in Q30 */
+    uint64_t r = ONE_Q30;
+    for (uint64_t k = 9; k >= 1; k--) r = ONE_Q30 - ((t * r / k) >> 30);   /* Horner of exp(-t) */
+    return r >> (y >> 24);
+}
+
+static uint64_t exps[TINYLM_LABELS_MAX];
+
+static void print_scores(const char *key)
+{
+    int32_t top = logits[0];
+    uint64_t total = 0, pmax = 0;
+    for (int32_t i = 1; i < logits_len; i++) if (logits[i] > top) top = logits[i];
+    for (int32_t i = 0; i < logits_len; i++) {
+        uint64_t d = (uint64_t)((int64_t)top - logits[i]);   /* < 2^32, times mult < 2^31 */
+        exps[i] = exp_neg_q30((d * (uint64_t)tinylm_model_info.logit_mult) >> tinylm_model_info.logit_shift);
+        total += exps[i];
+    }
+    for (int32_t i = 0; i < logits_len; i++) {
+        exps[i] = (exps[i] * PPB + total / 2) / total;
+        if (exps[i] > pmax) pmax = exps[i];
+    }
+    board_write(key);
+    for (int32_t i = 0; i < logits_len; i++) {
+        uint64_t p = exps[i];
+        if (logits[i] < top && p >= pmax) p = pmax - 1;   /* rounding never ties the argmax */
+        if (i) board_putc(',');
+        put_u64(p / PPB);
+        board_putc('.');
+        for (uint64_t div = PPB / 10; div; div /= 10) board_putc((char)('0' + p / div % 10));
+    }
+    board_write("]\r\n");
+}
+
 static void cmd_db_load(char *arg)
 {
     int32_t n = parse_u32(arg);
@@ -195,7 +242,21 @@ static void run_once(int32_t n)
     last_cost = board_cost_end();
 }
 
-static void line_num(const char *key, uint32_t value)   /* "m-key-N", no brackets */
+/* board_time_us wraps (32 bits of microseconds: 71 minutes); extended here to 64 bits with
+ * every read. Reads happen after every inference of an infer loop, and one inference is far
+ * shorter than a wrap, so the difference of two m-lap-us values is exact however long the
+ * window (the ports' own counter extensions rely on the same reads). */
+static uint64_t now_us(void)
+{
+    static uint32_t last;
+    static uint64_t total;
+    uint32_t t = board_time_us();
+    total += (uint32_t)(t - last);
+    last = t;
+    return total;
+}
+
+static void line_num(const char *key, uint64_t value)   /* "m-key-N", no brackets */
 {
     board_write(key);
     put_u64(value);
@@ -251,17 +312,19 @@ static void cmd_infer(char *rest)
     }
     board_write("m-warmup-done\r\n");
     line_num("m-infer-start-", (uint32_t)n_runs);
-    uint32_t t0 = board_time_us();
+    uint64_t t0 = now_us();
     for (int32_t i = 0; i < n_runs; i++) {
         if (aborted()) return;
         run_once(n);
         logits_len = tinylm_model_info.num_labels;
+        (void)now_us();   /* keeps the 64-bit extension exact over any window (see now_us) */
     }
-    uint32_t t1 = board_time_us();
+    uint64_t t1 = now_us();
     line_num("m-lap-us-", t0);
     line_num("m-lap-us-", t1);
     board_write("m-infer-done\r\n");
-    print_logits("m-results-[");
+    print_scores("m-results-[");
+    print_logits("m-tinylm-logits-[");   /* the integer logits too: the harness needs no extra round trip */
 }
 
 static void cmd_info(void)
@@ -272,6 +335,11 @@ static void cmd_info(void)
     line_int("m-tinylm-maxlen-[", max_tokens());   /* what this build accepts */
     line_int("m-tinylm-labels-[", tinylm_model_info.num_labels);
     line_int("m-tinylm-arena-[", tinylm_model_info.arena_bytes);
+    board_write("m-tinylm-scale-[");   /* the scores' logit scale: (d * mult) >> shift = d*s in Q24 */
+    put_i32(tinylm_model_info.logit_mult);
+    board_putc(',');
+    put_i32(tinylm_model_info.logit_shift);
+    board_write("]\r\n");
     line_str("m-tinylm-board-[", board_name());
 }
 
@@ -290,7 +358,7 @@ void protocol_handle(char *cmd)
     char *word = next_word(&rest);
     int bare = !*rest;   /* commands without arguments must have none */
     if (streq(word, "name") && bare) {
-        board_write("m-name-[tinylm-");
+        board_write("m-name-dut-[tinylm-");   /* EEMBC's form: the runner matches m-name-dut-[...] */
         line_str("", tinylm_model_info.name);
     } else if (streq(word, "profile") && bare) {
         line_str("m-profile-[", "tinylm");
@@ -301,7 +369,8 @@ void protocol_handle(char *cmd)
     } else if (streq(word, "infer")) {
         cmd_infer(rest);
     } else if (streq(word, "results") && bare) {
-        print_logits("m-results-[");
+        if (logits_len) print_scores("m-results-[");
+        else board_write("m-results-[]\r\n");
     } else if (streq(word, "tinylm-info") && bare) {
         cmd_info();
     } else if (streq(word, "tinylm-logits") && bare) {

@@ -11,6 +11,11 @@ typedef struct {
     int32_t max_tokens;    /* L: longest input */
     int32_t num_labels;    /* length of the logits vector */
     int32_t arena_bytes;   /* size of the static activation arena */
+    /* The logit scale s as (d * logit_mult) >> logit_shift = d * s * 2^24 (codegen/scores.py):
+     * the m-results scores are softmax(l * s). 0, 0 (a model that sets neither) gives equal
+     * scores but the same argmax. */
+    int32_t logit_mult;
+    int32_t logit_shift;
 } tinylm_model_info_t;
 
 extern const tinylm_model_info_t tinylm_model_info;

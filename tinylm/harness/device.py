@@ -42,6 +42,28 @@ class GarbledReply(DeviceError):
     """A reply line that no firmware following docs/protocol.md prints."""
 
 
+class DeviceUnreachable(RuntimeError):
+    """The port cannot be opened, or the device on it never answers: one line saying what to check."""
+
+
+def _open_hint(url: str, e: Exception) -> str:
+    """What to check when `url` cannot be opened, from pyserial's message."""
+    text = str(e)
+    if url.startswith(("socket://", "rfc2217://")):
+        if "refused" in text.lower():
+            return (f"nothing listens at {url} (connection refused): is QEMU or the serial bridge "
+                    "running, and is the host:port right?")
+        return f"cannot connect to {url} ({text.split(': ', 1)[-1]}): check the host and port"
+    if "No such file" in text or "Errno 2" in text:
+        return (f"no device at {url}: is the board plugged in and powered? (ls /dev/ttyACM* /dev/ttyUSB* "
+                "lists serial ports; tinylm flash BUILD puts the firmware on it)")
+    if "Permission denied" in text or "Errno 13" in text:
+        return f"no permission to open {url}: add your user to the dialout group (then log in again)"
+    if "busy" in text.lower() or "Errno 16" in text:
+        return f"{url} is busy: another program (a serial monitor, a runner) holds it; close it"
+    return f"cannot open {url}: {text}"
+
+
 def _bracket(line: str, prefix: str) -> str:
     if not (line.startswith(prefix + "[") and line.endswith("]")):
         raise ValueError(f"expected {prefix}[...], got {line!r}")
@@ -56,12 +78,22 @@ class Device:
     def __init__(self, url: str, *, timeout: float = 10.0, baudrate: int = 115200, sync: bool = True):
         self.url, self.baudrate = url, baudrate
         self.timeout = timeout
-        self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
+        try:
+            self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise DeviceUnreachable(_open_hint(url, e)) from None
         self.last_lap_us: tuple[int, int] | None = None
+        self.last_scores: list[int] | None = None   # m-results of the last infer, parts per billion
         self.resyncs = 0                 # how many times the link had to be resynchronised
         self._nonce = itertools.count(1)
         if sync:   # a banner or a reply of an earlier session may still sit in the port
-            self._sync_or_reopen("on open")
+            what = self._sync_or_reopen("on open")
+            if what.startswith("could not"):
+                self.port.close()
+                raise DeviceUnreachable(
+                    f"{url} opened but nothing answered a tinylm command within {SYNC_TIMEOUT:g} s: is tinylm "
+                    f"firmware running on it (tinylm flash BUILD; reset the board), at {baudrate} baud, "
+                    "and no other program reading the port?")
 
     # ---- framing ----
     def _read_line(self, deadline: float, buf: bytearray) -> str | None:
@@ -161,7 +193,8 @@ class Device:
         return what
 
     def name(self) -> str:
-        return _bracket(self.command("name")[0], "m-name-")
+        line = self.command("name")[0]   # EEMBC's m-name-dut-[...]; firmware before it said m-name-[...]
+        return _bracket(line, "m-name-dut-" if line.startswith("m-name-dut-") else "m-name-")
 
     def info(self) -> dict:
         out = {}
@@ -187,14 +220,21 @@ class Device:
         return self.infer_loaded(runs, warmup)
 
     def infer_loaded(self, runs: int = 1, warmup: int = 0) -> list[int]:
-        """Runs `infer runs warmup` on the input already loaded; returns the int32 logits."""
+        """Runs `infer runs warmup` on the input already loaded; returns the int32 logits (its
+        m-tinylm-logits line) and keeps the m-results scores in .last_scores (parts per billion)."""
         lines = self.command(f"infer {runs} {warmup}")
         laps = [int(line[len("m-lap-us-"):]) for line in lines if line.startswith("m-lap-us-")]
         self.last_lap_us = tuple(laps) if len(laps) == 2 else None
         results = [line for line in lines if line.startswith("m-results-")]
         if not results:
             raise DeviceError(f"no m-results in reply {lines}")
-        return _ints(_bracket(results[-1], "m-results-"))
+        logits = [line for line in lines if line.startswith("m-tinylm-logits-")]
+        if not logits:   # firmware before the EEMBC scores: m-results held the int32 logits
+            self.last_scores = None
+            return _ints(_bracket(results[-1], "m-results-"))
+        from codegen.scores import parse_scores
+        self.last_scores = parse_scores(_bracket(results[-1], "m-results-"))
+        return _ints(_bracket(logits[-1], "m-tinylm-logits-"))
 
     def logits(self) -> list[int]:
         return _ints(_bracket(self.command("tinylm-logits")[0], "m-tinylm-logits-"))
