@@ -12,7 +12,9 @@
  * Same size as w, and every 4-byte word a block starts on is aligned (j0 * k with j0 % 4 == 0).
  * DSP path (__ARM_FEATURE_DSP): SXTB16 splits x's word into (x0,x2) and (x1,x3) once per four
  * columns and each weight word the same way, so two SMLAD do four MACs. Portable path: the
- * same packed order in plain C (host, cores without DSP). Integer adds are exact in any order
+ * same packed order in plain C (host, cores without DSP). Rows go two per weight pass where m >= 2
+ * (codegen's row tiles of 2 or more rows, `tinylm build --rows-per-pass`): on the DSP path a 2x2
+ * register-blocked GEMM shares every weight word between the rows. Integer adds are exact in any order
  * here, so both paths give the spec's result bit for bit. */
 #include "tinylm_kernels.h"
 #include "tinylm_fixedpoint.h"
@@ -54,39 +56,74 @@ static int32_t fc_column(const int8_t *xr, const int8_t *wb, int32_t k, int32_t 
 #ifdef TINYLM_DSP
 typedef int32_t __attribute__((aligned(4), may_alias)) fc_aligned_i32;
 
-/* One block of four columns, start to finish: y[j0..j0+3] of one row. Its own function (not
- * inlined) so that gcc keeps the four sums, both x halves and the pointers in registers:
- * 24 instructions per 16 MACs (one LDR of x, two LDRD of weights, ten SXTB16, eight SMLAD,
- * the loop). Weight words are aligned (see the layout), x words need not be. */
-__attribute__((noinline)) static void fc_block4_dsp(const int8_t *xr, const int8_t *wb, int32_t k,
-                                                    const int32_t *bias, const int32_t *mult,
-                                                    const int32_t *shift, int32_t cs, const int8_t *lut,
-                                                    int8_t *yr)
+/* requantize (+ lut) of one sum: for shift >= 33 the high-word form of tinylm_requantize_s32
+ * in three instructions, SMMLA (hi + 2**(shift-33)), ASR, SSAT; smaller shifts: the int64 form.
+ * lut128 = lut + 128 (NULL: none). */
+static inline int8_t fc_out(int32_t acc, int32_t mult, int32_t shift, const int8_t *lut128)
 {
+    int32_t y;
+    if (shift >= 33) {
+        y = tinylm_ssat8(tinylm_smmla(acc, mult, (int32_t)1 << (shift - 33)) >> (shift - 32));
+    } else {
+        y = tinylm_requantize_s8(acc, mult, shift);
+    }
+    return lut128 ? lut128[y] : (int8_t)y;
+}
+
+/* One block of four columns of one row: the loop in inline assembly (gcc's allocation spilled
+ * or split the loads): one LDR of x, one LDM of the four weight words, ten SXTB16, eight SMLAD,
+ * CMP/BNE: 22 instructions per 16 MACs, 14 registers. Weight words are aligned (the layout),
+ * x words need not be. */
+__attribute__((noinline)) static void fc_row1_dsp(const int8_t *xr, const int8_t *w, int32_t k,
+                                                  const int32_t *bias, const int32_t *mult,
+                                                  const int32_t *shift, int32_t cs, const int8_t *lut128,
+                                                  int8_t *yr, int32_t nfull)
+{
+  /* the four weight words by one LDM, whose register list must ascend: pinned */
+  register int32_t w0 __asm__("r8"), w1 __asm__("r9"), w2 __asm__("r10"), w3 __asm__("r11");
+  int32_t j0;
+  for (j0 = 0; j0 < nfull; j0 += 4) {
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, p;
-    const fc_aligned_i32 *w4 = (const fc_aligned_i32 *)(const void *)wb;
+    const fc_aligned_i32 *w4 = (const fc_aligned_i32 *)(const void *)(w + j0 * k);
     const int8_t *xp = xr, *end = xr + (k & ~3), *wt;
     int32_t kr = k & 3;
     if (bias) {
-        a0 = bias[0];
-        a1 = bias[1];
-        a2 = bias[2];
-        a3 = bias[3];
+        a0 = bias[j0];
+        a1 = bias[j0 + 1];
+        a2 = bias[j0 + 2];
+        a3 = bias[j0 + 3];
     }
-    while (xp != end) {
-        int32_t xv = tinylm_ld32(xp);
-        int32_t xa = tinylm_sxtb16(xv), xb = tinylm_sxtb16_ror8(xv);
-        int32_t w0 = w4[0], w1 = w4[1], w2 = w4[2], w3 = w4[3];
-        a0 = tinylm_smlad(xa, tinylm_sxtb16(w0), a0);
-        a0 = tinylm_smlad(xb, tinylm_sxtb16_ror8(w0), a0);
-        a1 = tinylm_smlad(xa, tinylm_sxtb16(w1), a1);
-        a1 = tinylm_smlad(xb, tinylm_sxtb16_ror8(w1), a1);
-        a2 = tinylm_smlad(xa, tinylm_sxtb16(w2), a2);
-        a2 = tinylm_smlad(xb, tinylm_sxtb16_ror8(w2), a2);
-        a3 = tinylm_smlad(xa, tinylm_sxtb16(w3), a3);
-        a3 = tinylm_smlad(xb, tinylm_sxtb16_ror8(w3), a3);
-        xp += 4;
-        w4 += 4;
+    if (xp != end) {
+        int32_t xa, xb, t;
+        __asm__ volatile(
+            "1:\n\t"
+            "ldr    %[xb], [%[xp]], #4\n\t"
+            "ldmia  %[w4]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"
+            "sxtb16 %[xa], %[xb]\n\t"
+            "sxtb16 %[xb], %[xb], ror #8\n\t"
+            "sxtb16 %[t], %[w0]\n\t"
+            "smlad  %[a0], %[xa], %[t], %[a0]\n\t"
+            "sxtb16 %[w0], %[w0], ror #8\n\t"
+            "smlad  %[a0], %[xb], %[w0], %[a0]\n\t"
+            "sxtb16 %[t], %[w1]\n\t"
+            "smlad  %[a1], %[xa], %[t], %[a1]\n\t"
+            "sxtb16 %[w1], %[w1], ror #8\n\t"
+            "smlad  %[a1], %[xb], %[w1], %[a1]\n\t"
+            "sxtb16 %[t], %[w2]\n\t"
+            "smlad  %[a2], %[xa], %[t], %[a2]\n\t"
+            "sxtb16 %[w2], %[w2], ror #8\n\t"
+            "smlad  %[a2], %[xb], %[w2], %[a2]\n\t"
+            "sxtb16 %[t], %[w3]\n\t"
+            "smlad  %[a3], %[xa], %[t], %[a3]\n\t"
+            "sxtb16 %[w3], %[w3], ror #8\n\t"
+            "smlad  %[a3], %[xb], %[w3], %[a3]\n\t"
+            "cmp    %[xp], %[end]\n\t"
+            "bne    1b\n\t"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [xp] "+r"(xp), [w4] "+r"(w4),
+              [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3), [xa] "=&r"(xa), [xb] "=&r"(xb),
+              [t] "=&r"(t)
+            : [end] "r"(end)
+            : "cc", "memory");
     }
     wt = (const int8_t *)w4; /* the k % 4 tail: column c's bytes at wt + c * kr */
     for (p = 0; p < kr; ++p) {
@@ -96,11 +133,81 @@ __attribute__((noinline)) static void fc_block4_dsp(const int8_t *xr, const int8
         a2 += xv * wt[2 * kr + p];
         a3 += xv * wt[3 * kr + p];
     }
-    /* mult/shift point at this block's channels; cs = 0: the one per-tensor pair */
-    yr[0] = fc_finish(a0, mult, shift, 0, lut);
-    yr[1] = fc_finish(a1, mult, shift, cs, lut);
-    yr[2] = fc_finish(a2, mult, shift, 2 * cs, lut);
-    yr[3] = fc_finish(a3, mult, shift, 3 * cs, lut);
+    { /* cs = 0: the one per-tensor pair; loaded before the stores, which may alias anything */
+        const int32_t *mb = mult + cs * j0, *sb = shift + cs * j0;
+        int32_t m0 = mb[0], s0 = sb[0], m1 = mb[cs], s1 = sb[cs];
+        int32_t m2 = mb[2 * cs], s2 = sb[2 * cs], m3 = mb[3 * cs], s3 = sb[3 * cs];
+        yr[j0] = fc_out(a0, m0, s0, lut128);
+        yr[j0 + 1] = fc_out(a1, m1, s1, lut128);
+        yr[j0 + 2] = fc_out(a2, m2, s2, lut128);
+        yr[j0 + 3] = fc_out(a3, m3, s3, lut128);
+    }
+  }
+}
+
+/* Two rows, two columns (c, c+1 of a full block) per weight pass: a 2x2 register-blocked GEMM.
+ * Each pair of weight words (one LDRD) is split once and feeds both rows: 16 MACs in 21
+ * instructions (LDRD, two LDR of x, eight SXTB16, eight SMLAD, CMP/BNE), 14 registers. Then
+ * the k % 4 tail and the four outputs; one mult/shift load per column serves both rows. */
+__attribute__((noinline)) static void fc_rows2_dsp(const int8_t *x0, const int8_t *wall, int32_t k,
+                                                   const int32_t *bias, const int32_t *mult,
+                                                   const int32_t *shift, int32_t cs, const int8_t *lut128,
+                                                   int8_t *y0, int32_t n, int32_t nfull)
+{
+  int32_t j;
+  const int8_t *x1 = x0 + k;
+  for (j = 0; j < nfull; j += 2) { /* columns j, j+1 of the block at j & ~3 */
+    int32_t kq = k >> 2, kr = k & 3, p, h = j & 2;
+    const int8_t *wb = wall + (j - h) * k, *xa0 = x0, *xa1 = x1;
+    const int8_t *wt = wb + 16 * kq + kr * h; /* column j's k % 4 tail */
+    int32_t a00 = bias ? bias[j] : 0, a01 = bias ? bias[j + 1] : 0, a10 = a00, a11 = a01;
+    const fc_aligned_i32 *w = (const fc_aligned_i32 *)(const void *)(wb + 4 * h), *end = w + 4 * kq;
+    if (w != end) {
+        int32_t w0, w1, w0a, w1a, xv, xa;
+        __asm__ volatile(
+            "1:\n\t"
+            "ldrd   %[w0], %[w1], [%[w]], #16\n\t"
+            "ldr    %[xv], [%[x0]], #4\n\t"
+            "sxtb16 %[w0a], %[w0]\n\t"
+            "sxtb16 %[w0], %[w0], ror #8\n\t"
+            "sxtb16 %[w1a], %[w1]\n\t"
+            "sxtb16 %[w1], %[w1], ror #8\n\t"
+            "sxtb16 %[xa], %[xv]\n\t"
+            "sxtb16 %[xv], %[xv], ror #8\n\t"
+            "smlad  %[a00], %[xa], %[w0a], %[a00]\n\t"
+            "smlad  %[a00], %[xv], %[w0], %[a00]\n\t"
+            "smlad  %[a01], %[xa], %[w1a], %[a01]\n\t"
+            "smlad  %[a01], %[xv], %[w1], %[a01]\n\t"
+            "ldr    %[xv], [%[x1]], #4\n\t"
+            "sxtb16 %[xa], %[xv]\n\t"
+            "sxtb16 %[xv], %[xv], ror #8\n\t"
+            "smlad  %[a10], %[xa], %[w0a], %[a10]\n\t"
+            "smlad  %[a10], %[xv], %[w0], %[a10]\n\t"
+            "smlad  %[a11], %[xa], %[w1a], %[a11]\n\t"
+            "smlad  %[a11], %[xv], %[w1], %[a11]\n\t"
+            "cmp    %[w], %[end]\n\t"
+            "bne    1b\n\t"
+            : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [x0] "+r"(xa0), [x1] "+r"(xa1),
+              [w] "+r"(w), [w0] "=&r"(w0), [w1] "=&r"(w1), [w0a] "=&r"(w0a), [w1a] "=&r"(w1a), [xv] "=&r"(xv),
+              [xa] "=&r"(xa)
+            : [end] "r"(end)
+            : "cc", "memory");
+    }
+    for (p = 0; p < kr; ++p) {
+        int32_t v0 = xa0[p], v1 = xa1[p];
+        a00 += v0 * wt[p];
+        a01 += v0 * wt[kr + p];
+        a10 += v1 * wt[p];
+        a11 += v1 * wt[kr + p];
+    }
+    { /* loaded before the stores, which may alias anything */
+        int32_t m0 = mult[cs * j], s0 = shift[cs * j], m1 = mult[cs * (j + 1)], s1 = shift[cs * (j + 1)];
+        y0[j] = fc_out(a00, m0, s0, lut128);
+        y0[n + j] = fc_out(a10, m0, s0, lut128);
+        y0[j + 1] = fc_out(a01, m1, s1, lut128);
+        y0[n + j + 1] = fc_out(a11, m1, s1, lut128);
+    }
+  }
 }
 #endif
 
@@ -108,23 +215,27 @@ void fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias, c
                         const int32_t *shift, int32_t channels, const int8_t *lut, int8_t *out,
                         int32_t m, int32_t k, int32_t n)
 {
-    int32_t i, j0, c, cs = (channels == 1) ? 0 : 1;
-    for (i = 0; i < m; ++i) {
+    int32_t i, j0, c, r, rr, cs = (channels == 1) ? 0 : 1, nfull = 0;
+    for (i = 0; i < m; i += r) {
         const int8_t *xr = x + i * k;
         int8_t *yr = out + i * n;
-        for (j0 = 0; j0 < n; j0 += 4) {
+        r = (i + 2 <= m && n >= 4) ? 2 : 1; /* rows per weight pass (row tiles of 2 or more) */
+#ifdef TINYLM_DSP
+        nfull = n & ~3; /* the full blocks of four columns */
+        if (r == 2) {
+            fc_rows2_dsp(xr, w, k, bias, mult, shift, cs, lut ? lut + 128 : NULL, yr, n, nfull);
+        } else {
+            fc_row1_dsp(xr, w, k, bias, mult, shift, cs, lut ? lut + 128 : NULL, yr, nfull);
+        }
+#endif
+        for (j0 = nfull; j0 < n; j0 += 4) {
             const int8_t *wb = w + j0 * k;
             int32_t nb = (n - j0 < 4) ? n - j0 : 4;
-#ifdef TINYLM_DSP
-            if (nb == 4) {
-                fc_block4_dsp(xr, wb, k, bias ? bias + j0 : NULL, mult + cs * j0, shift + cs * j0, cs,
-                              lut, yr + j0);
-                continue;
-            }
-#endif
-            for (c = 0; c < nb; ++c) {
-                int32_t acc = fc_column(xr, wb, k, nb, c, bias ? bias[j0 + c] : 0);
-                yr[j0 + c] = fc_finish(acc, mult, shift, cs * (j0 + c), lut);
+            for (rr = 0; rr < r; ++rr) {
+                for (c = 0; c < nb; ++c) {
+                    int32_t acc = fc_column(xr + rr * k, wb, k, nb, c, bias ? bias[j0 + c] : 0);
+                    yr[rr * n + j0 + c] = fc_finish(acc, mult, shift, cs * (j0 + c), lut);
+                }
             }
         }
     }

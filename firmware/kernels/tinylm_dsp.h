@@ -41,6 +41,22 @@ static inline int32_t tinylm_smlad(int32_t a, int32_t b, int32_t acc)
 {
     return __smlad(a, b, acc);
 }
+
+/* c + the high word of a * b (SMMLA: floor((c * 2**32 + a * b) / 2**32), exact) */
+static inline int32_t tinylm_smmla(int32_t a, int32_t b, int32_t c)
+{
+    int32_t r;
+    __asm__("smmla %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+
+/* clamp to [-128, 127] (SSAT #8) */
+static inline int32_t tinylm_ssat8(int32_t v)
+{
+    int32_t r;
+    __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(v));
+    return r;
+}
 #endif
 
 #endif /* TINYLM_DSP_H */
