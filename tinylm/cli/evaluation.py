@@ -19,8 +19,10 @@ def eval_cmd(target: Path = typer.Argument(..., help="build directory (device), 
              sample: Optional[int] = typer.Option(None, min=1, help="a fixed random subset of N examples (seeded by --seed)"),
              seed: int = typer.Option(0, help="seed of --sample"),
              port: Optional[str] = typer.Option(None, help="device serial port or URL (/dev/ttyACM0, socket://host:port, rfc2217://...); default for qemu-* boards: start QEMU"),
-             json_path: Optional[Path] = typer.Option(None, "--json", help="write results JSON here (default: <target>/eval-<task>.json)"),
-             resume: bool = typer.Option(False, help="continue an interrupted run without repeating examples")):
+             json_path: Optional[Path] = typer.Option(None, "--json", help="write results JSON here (default: eval-<task>-<engine>.json in the build or run directory, eval-<task>-reference-<name>.json beside a .onnx; for anything in the repository's models/: runs/eval/<name>/)"),
+             resume: bool = typer.Option(False, help="continue an interrupted run without repeating examples"),
+             force: bool = typer.Option(False, "--force", help="evaluate even if the model's label names are not the task's"),
+             workers: int = typer.Option(1, min=1, help="QEMU instances evaluating in parallel (qemu-* builds); results equal one worker's")):
     """Evaluate a model on a task: float run, integer reference or firmware over serial."""
     from tinylm.harness.evaluate import EvalError, evaluate
     from tinylm.train.floatrun import RunError
@@ -35,13 +37,15 @@ def eval_cmd(target: Path = typer.Argument(..., help="build directory (device), 
                         info=f"mismatches {mism[0]}" if "match" in rec else "")
         try:
             res = evaluate(target, task, data=str(data) if data else None, data_dir=data_dir, limit=limit,
-                           sample=sample, seed=seed, port=port, json_out=json_path, resume=resume, progress=cb)
+                           sample=sample, seed=seed, port=port, json_out=json_path, resume=resume, progress=cb,
+                           force=force, workers=workers)
         except (EvalError, GraphError, RunError, KeyError, ValueError) as e:
             fail(str(e).strip("'\""))
     lines = [f"{res['task']} {res['metric']}: {res['score']:.4f} on {res['examples']} examples ({res['engine']})"
              if res["score"] is not None else f"{res['task']}: no examples evaluated"]
     if "mismatches" in res:
-        lines.append(f"mismatches with the integer reference: {res['mismatches']}")
+        lines.append(f"mismatches with the integer reference: {res['mismatches']}"
+                     + (f" (logits), {res['score_mismatches']} (m-results scores)" if "score_mismatches" in res else ""))
         if res.get("first_mismatch"):
             lines.append(f"first mismatch: {res['first_mismatch']}")
     if "instructions_mean" in res:
@@ -50,6 +54,9 @@ def eval_cmd(target: Path = typer.Argument(..., help="build directory (device), 
         lines.append(f"harness wall time per example: {res['wall_s_per_example'] * 1000:.1f} ms "
                      f"(infer command {res['infer_share']:.0%}, loading input {res['load_share']:.0%}, "
                      f"cost query + reference check {res['check_share']:.0%})")
+    if "device_share" in res:
+        lines.append(f"wall time {res['wall_s']:.1f} s with {res['workers']} worker(s); "
+                     f"devices computing {res['device_share']:.0%} of it")
     mem_file = Path(target) / "memory.json"
     if mem_file.is_file():
         mem = json.loads(mem_file.read_text())

@@ -183,7 +183,8 @@ class Device:
                 what = f"reopened the port and resynchronised {why} ({stale} stale lines dropped)"
             except (DeviceTimeout, serial.SerialException, OSError) as e:
                 what = f"could not resynchronise {why}: {e}"
-                log.warning(what)
+                if why != "on open":   # on open the caller raises DeviceUnreachable, one line
+                    log.warning(what)
                 return what
         if why == "on open":   # the '%' itself is answered by an error: stale lines are expected
             log.debug(what)

@@ -22,6 +22,7 @@ import numpy as np
 from tinynlp_data import compute_metric, get_task, load_split
 from tinynlp_data.loader import split_path
 
+from codegen.scores import logit_scale_q, scores
 from tinylm.harness.progress import ProgressError, identity, resume_run, sha256_files, start_run
 from tinylm.train.floatrun import is_run_dir
 from tinylm.tokenizer import encode, load_tokenizer
@@ -103,24 +104,34 @@ class DeviceEngine(Engine):
                          {"board": self.board["name"]})
 
     def start(self):
-        from tinylm.harness.device import Device
+        from tinylm.harness.device import Device, DeviceError, DeviceTimeout, DeviceUnreachable
+        from tinylm.harness.qemu import QemuError
         url = self.port
-        if url is None:
-            if self.board.get("runs_on") != "qemu":
-                raise EvalError(f"board {self.board['name']} is real hardware: give its serial port with "
-                                "--port (e.g. --port /dev/ttyACM0)")
-            from tinylm.harness.qemu import QemuBoard
-            if not self.elf.is_file():
-                raise EvalError(f"{self.elf} does not exist: run `tinylm build` first")
-            self.qemu = QemuBoard(self.board, self.elf)
-            url = self.qemu.url
-        self.device = Device(url, timeout=self.timeout)
-        info = self.device.info()
+        try:
+            if url is None:
+                if self.board.get("runs_on") != "qemu":
+                    raise EvalError(f"board {self.board['name']} is real hardware: give its serial port with "
+                                    "--port (e.g. --port /dev/ttyACM0)")
+                from tinylm.harness.qemu import QemuBoard
+                if not self.elf.is_file():
+                    raise EvalError(f"{self.elf} does not exist: run `tinylm build` first")
+                self.qemu = QemuBoard(self.board, self.elf)
+                url = self.qemu.url
+            self.device = Device(url, timeout=self.timeout)
+            info = self.device.info()
+        except (DeviceUnreachable, QemuError) as e:
+            self.stop()
+            raise EvalError(str(e)) from None
+        except (DeviceTimeout, DeviceError) as e:
+            self.stop()
+            raise EvalError(f"the device at {url} did not answer tinylm-info as tinylm firmware does ({e}); "
+                            "check that it runs this build (tinylm flash) and the baud rate") from None
         want = self.graph.sha256[:16]
         if info.get("hash") != want:
             raise EvalError(f"the device runs model {info.get('model')!r} hash {info.get('hash')}, but "
                             f"{self.target} holds hash {want}: flash this build first")
         self.extra["device_info"] = info
+        self.scale_q = logit_scale_q(self.graph.meta.get("logit_scale"))
 
     def target_sha256(self) -> str:
         # the model and the firmware that runs it (a rebuild for another board changes the ELF)
@@ -143,8 +154,11 @@ class DeviceEngine(Engine):
         ref = self.reference.run(self.graph, ids).tolist()
         t3 = time.perf_counter()
         lap = self.device.last_lap_us
+        got_scores = self.device.last_scores
+        extra = {} if got_scores is None else {"scores": got_scores,
+                                               "scores_match": got_scores == scores(ref, *self.scale_q)}
         # infer_s is the host-side time of the `infer` command: device compute plus one round trip
-        return {"logits": logits, "reference": ref, "match": logits == ref,
+        return {"logits": logits, "reference": ref, "match": logits == ref, **extra,
                 "wall_s": t3 - t0, "load_s": t1 - t0, "infer_s": t2 - t1, "check_s": t3 - t2,
                 "device_us": (lap[1] - lap[0]) if lap else None, **cost}
 
@@ -163,15 +177,38 @@ def open_engine(target, port: str | None = None) -> Engine:
                     "or a quantized graph (.onnx)")
 
 
-def default_json(target, task: str) -> Path:
-    p = Path(target)
-    base = p if p.is_dir() else p.parent
-    return base / f"eval-{task}.json"
+REPO = Path(__file__).resolve().parents[2]
+TRACKED_MODELS = REPO / "models"      # committed artefacts: results never go in here
+
+
+def default_json(target, task: str, engine: str) -> Path:
+    """<build or run dir>/eval-<task>-<engine>.json; beside a .onnx, eval-<task>-reference-<stem>.json
+    (two graphs in one folder must not collide). A target inside the repository's tracked models/
+    writes to runs/eval/<its path under models/>/ instead."""
+    p = Path(target).resolve()
+    base, name = (p, f"eval-{task}-{engine}.json") if p.is_dir() else (p.parent, f"eval-{task}-{engine}-{p.stem}.json")
+    try:
+        rel = p.relative_to(TRACKED_MODELS)
+    except ValueError:
+        return base / name
+    sub = rel.parent / rel.stem if p.is_file() else rel
+    return REPO / "runs" / "eval" / sub / f"eval-{task}-{engine}.json"
+
+
+def check_labels(engine: Engine, t, target) -> None:
+    """A model's classes are its label names, in order: on another task's labels its argmax
+    would be scored against the wrong classes without a word."""
+    want, have = list(t.label_names), list(engine.label_names)
+    if not want or have == want:
+        return
+    show = lambda names: ",".join(names[:6]) + (",..." if len(names) > 6 else "")
+    raise EvalError(f"{target} predicts labels [{show(have)}] ({len(have)}) but task {t.name} has "
+                    f"[{show(want)}] ({len(want)}): evaluate it on its own task, or pass --force")
 
 
 def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit: int | None = None,
              sample: int | None = None, seed: int = 0, port: str | None = None, json_out: str | Path | None = None, resume: bool = False,
-             progress=None) -> dict:
+             progress=None, force: bool = False, workers: int = 1) -> dict:
     t = get_task(task)
     examples = load_split(t, "validation", data_dir, data)
     if sample and sample < len(examples):   # a fixed, seeded subset, in file order
@@ -180,7 +217,13 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
     if limit:
         examples = examples[:limit]
     engine = open_engine(target, port)
-    json_out = Path(json_out) if json_out else default_json(target, task)
+    if not force:
+        check_labels(engine, t, target)
+    if workers < 1:
+        raise EvalError("--workers must be at least 1")
+    if workers > 1 and not (engine.kind == "device" and port is None and engine.board.get("runs_on") == "qemu"):
+        raise EvalError("--workers N runs N QEMU instances: it needs a build for a qemu-* board and no --port")
+    json_out = Path(json_out) if json_out else default_json(target, task, engine.kind)
     progress_file = json_out.with_name(json_out.name + ".progress.jsonl")
     data_file = Path(data) if data else split_path(t, "validation", data_dir)
     run = identity(target_sha256=engine.target_sha256(), engine=engine.kind, task=t.name,
@@ -197,9 +240,10 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
     json_out.parent.mkdir(parents=True, exist_ok=True)
 
     todo = [i for i in range(len(examples)) if i not in done]
-    interrupted = None
+    interrupted, lost = None, []
     t_start = time.perf_counter()
-    engine.start()
+    if workers == 1:
+        engine.start()
     try:
         with progress_file.open("a") as pf:
             def record(i, res):
@@ -210,7 +254,14 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
                 if progress:
                     progress(len(done), len(examples), rec)
 
-            if isinstance(engine, FloatEngine):
+            def encode_one(i):
+                return encode(engine.tokenizer, examples[i].text, examples[i].text_b, engine.max_len)
+
+            if workers > 1:
+                from tinylm.harness.workers import run_parallel
+                engines = [engine] + [DeviceEngine(target, None) for _ in range(workers - 1)]
+                lost = run_parallel(engines, todo, encode_one, record)["lost"]
+            elif isinstance(engine, FloatEngine):
                 for s in range(0, len(todo), 256):
                     chunk = todo[s:s + 256]
                     batch = [encode(engine.tokenizer, examples[i].text, examples[i].text_b, engine.max_len) for i in chunk]
@@ -218,7 +269,7 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
                         record(i, {"tokens": len(ids), **res})
             else:
                 for i in todo:
-                    ids = encode(engine.tokenizer, examples[i].text, examples[i].text_b, engine.max_len)
+                    ids = encode_one(i)
                     record(i, {"tokens": len(ids), **engine.predict(ids)})
     except KeyboardInterrupt:
         interrupted = "interrupted (Ctrl-C)"
@@ -234,6 +285,13 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
     wall = time.perf_counter() - t_start
 
     result = summarize(t, examples, done, engine, wall)
+    this_run = [done[i] for i in todo if i in done]
+    if engine.kind == "device" and this_run and wall > 0:
+        # the devices' share of the wall time: `infer` commands over all workers' time
+        result["device_share"] = round(sum(r["infer_s"] for r in this_run) / (workers * wall), 4)
+    result["workers"] = workers
+    if lost:
+        result["workers_lost"] = lost
     result.update({"target": str(target), "data": data or "validation", "complete": interrupted is None,
                    "sample": {"size": sample, "seed": seed} if sample else None,
                    "progress_file": str(progress_file), "run": run, "repaired": repaired})
@@ -258,6 +316,9 @@ def summarize(t, examples, done: dict, engine: Engine, wall: float) -> dict:
     if engine.kind == "device":
         mism = [r for r in recs if not r["match"]]
         out["mismatches"] = len(mism)
+        checked = [r for r in recs if "scores_match" in r]
+        if checked:   # m-results (EEMBC scores) against codegen/scores.py on the reference's logits
+            out["score_mismatches"] = sum(not r["scores_match"] for r in checked)
         if mism:
             m = mism[0]
             out["first_mismatch"] = {"id": m["id"], "device": m["logits"], "reference": m["reference"]}
