@@ -64,11 +64,36 @@ def budget_check(rows, arena: int, board: dict) -> dict:
     return est
 
 
-def build(model: str | Path | None, board_name: str, out: str | Path, *, compile: bool = True) -> dict:
+# `tinylm build --rows-per-pass auto`: the tallest row tile tried first. fully_connected_s8
+# shares each weight pass between two rows, so taller tiles only cost RAM.
+AUTO_ROWS = (2, 1)
+
+
+def lower_rows(graph, board: dict, rows_per_pass: int | str = 1):
+    """(Lowered, rows per pass): row tiles of `rows_per_pass` rows, or for "auto" the tallest
+    of AUTO_ROWS whose arena fits the board's RAM budget (budget_check's estimate)."""
+    if rows_per_pass != "auto":
+        if int(rows_per_pass) < 1:
+            raise ValueError(f"rows per pass must be >= 1 or 'auto', got {rows_per_pass}")
+        return emit.lower(graph, tile_rows=int(rows_per_pass)), int(rows_per_pass)
+    for r in AUTO_ROWS:
+        low = emit.lower(graph, tile_rows=r)
+        try:
+            budget_check(memory_table(low, graph.max_len), low.arena_bytes, board)
+        except BudgetError:
+            if r == AUTO_ROWS[-1]:
+                raise
+            continue
+        return low, r
+    raise AssertionError("unreachable")
+
+
+def build(model: str | Path | None, board_name: str, out: str | Path, *, compile: bool = True,
+          rows_per_pass: int | str = "auto") -> dict:
     model = Path(model) if model else DEFAULT_MODEL
     board = toolchain.load_board(board_name)
     graph = G.load(model)
-    low = emit.lower(graph)
+    low, rows_chosen = lower_rows(graph, board, rows_per_pass)
     rows = memory_table(low, graph.max_len)
     budget_check(rows, low.arena_bytes, board)
 
@@ -98,7 +123,8 @@ def build(model: str | Path | None, board_name: str, out: str | Path, *, compile
            "activations_full_bytes": activations_full,
            "weights_bytes": sum(r["bytes"] for r in rows if r["kind"] == "weight"),
            "flash_budget": board["flash_bytes"], "ram_budget": board["ram_bytes"],
-           "max_len": graph.max_len, "tensors": rows}
+           "max_len": graph.max_len, "rows_per_pass": rows_chosen,
+           "rows_per_pass_setting": str(rows_per_pass), "tensors": rows}
     if compile:
         c_files = sorted(src.glob("*.c"))
         elf = toolchain.compile_firmware(c_files, [src], board, out, defines=defines)

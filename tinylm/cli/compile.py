@@ -59,13 +59,15 @@ def build(model: Optional[Path] = typer.Argument(None, help="quantized ONNX grap
           out: Path = typer.Option(..., help="build directory to write (a PlatformIO project)"),
           no_compile: bool = typer.Option(False, "--no-compile", help="generate sources only"),
           json_out: bool = typer.Option(False, "--json", help="print memory.json to stdout"),
-          report: bool = typer.Option(False, "--report", help="also print flash/RAM by tensor and by ELF section")):
+          report: bool = typer.Option(False, "--report", help="also print flash/RAM by tensor and by ELF section"),
+          rows_per_pass: str = typer.Option("auto", "--rows-per-pass", help="token rows per row tile, i.e. per weight pass of the fully connected layers: more rows, more RAM, fewer instructions (2 = two rows share each weight word); 'auto': the most that fit the board's RAM (recorded in memory.json)")):
     """Generate C for a quantized graph, link the firmware for a board and report its memory."""
     from codegen.build import BudgetError, build as do_build
     from codegen.toolchain import ToolchainError
     from tinylm.graph import GraphError
     try:
-        mem = do_build(model, board, out, compile=not no_compile)
+        rpp = rows_per_pass if rows_per_pass == "auto" else int(rows_per_pass)
+        mem = do_build(model, board, out, compile=not no_compile, rows_per_pass=rpp)
     except (GraphError, BudgetError, ToolchainError, ValueError, KeyError) as e:
         fail(str(e).strip("'\""))
     if json_out:
@@ -78,4 +80,4 @@ def build(model: Optional[Path] = typer.Argument(None, help="quantized ONNX grap
             print("ELF sections: " + ", ".join(f"{k} {v} B" for k, v in mem["sections"].items()))
     console.print(f"built {out} for {board}: flash {mem.get('flash_bytes', '?')} / {mem['flash_budget']} B, "
                   f"RAM {mem.get('ram_bytes', '?')} / {mem['ram_budget']} B, arena {mem['arena_bytes']} B "
-                  f"(activations total {mem['activations_total_bytes']} B)")
+                  f"(activations total {mem['activations_total_bytes']} B), {mem['rows_per_pass']} rows per pass")
