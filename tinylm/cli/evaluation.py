@@ -73,10 +73,29 @@ def cost(build_dir: Path = typer.Argument(..., help="build directory of a qemu-*
          lengths: str = typer.Option("8,16,32,64", help="comma-separated input lengths in tokens"),
          port: Optional[str] = typer.Option(None, help="device port/URL instead of starting QEMU"),
          repeats: int = typer.Option(5, help="host-timed repetitions per length"),
-         json_out: bool = typer.Option(False, "--json", help="print JSON")):
+         json_out: bool = typer.Option(False, "--json", help="print JSON"),
+         cycle_model: bool = typer.Option(False, "--cycle-model", help="QEMU boards: also estimate Cortex-M4 cycles and ms at 64 MHz (nRF52840) from the executed instruction mix and the M4 TRM's cycle counts (an estimate, not a measurement; tinylm/harness/cycles.py)")):
     """Instructions (QEMU) or cycles (hardware) per inference by input length, and host round-trip times."""
     from tinylm.harness.costs import measure_costs
     from tinylm.harness.evaluate import EvalError
+    if cycle_model:
+        from tinylm.harness.cycles import estimate
+        try:
+            rows = estimate(build_dir, [int(x) for x in lengths.split(",")])
+        except (EvalError, ValueError, OSError) as e:
+            fail(str(e))
+        if json_out:
+            print(json.dumps(rows, indent=2))
+            return
+        print(f"{'tokens':>6} {'instructions':>12} {'est. cycles':>12} {'cycles/MAC':>10} {'est. ms @64MHz':>15}"
+              f" {'range ms':>15}  taken/not-taken branches, loads+stores")
+        for r in rows:
+            print(f"{r['tokens']:>6} {r['instructions']:>12} {r['cycles']:>12} {r['cycles'] / r['macs']:>10.2f} "
+                  f"{r['ms']:>15.1f} {r['ms_low']:>7.1f}..{r['ms_high']:<7.1f}  {r.get('branch_taken', 0)}/"
+                  f"{r.get('branch_not_taken', 0)}, {r.get('load', 0) + r.get('store', 0) + r.get('load_pair', 0)}")
+        print("ESTIMATE (Cortex-M4 TRM cycle counts on the instructions QEMU executed, zero wait states); "
+              "a board's DWT counter measures the real figure")
+        return
     try:
         rows = measure_costs(build_dir, [int(x) for x in lengths.split(",")], port=port, repeats=repeats)
     except (EvalError, ValueError) as e:
