@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from tinylm import __version__
-from tinylm.cli import boards, compile, data, evaluation, training
+from tinylm.cli import boards, compile, data, evaluation, mlperf, training
 from tinylm.cli.common import guard
 
 app = typer.Typer(
@@ -35,6 +35,8 @@ for _name, _fn in COMMANDS:
     app.command(_name)(guard(_fn))
 # data: where task data is, and fetching it
 app.add_typer(data.app, name="data")
+# the MLPerf Tiny runner as a client: export its dataset, serve QEMU on a pty
+app.add_typer(mlperf.app, name="mlperf")
 
 
 def _version(value: bool):

@@ -206,16 +206,20 @@ def check_labels(engine: Engine, t, target) -> None:
                     f"[{show(want)}] ({len(want)}): evaluate it on its own task, or pass --force")
 
 
+def select_examples(t, data, data_dir, sample, seed, limit) -> list:
+    """The validation split (or --data), then a fixed seeded --sample in file order, then --limit."""
+    examples = load_split(t, "validation", data_dir, data)
+    if sample and sample < len(examples):
+        keep = np.sort(np.random.default_rng(seed).choice(len(examples), sample, replace=False))
+        examples = [examples[i] for i in keep]
+    return examples[:limit] if limit else examples
+
+
 def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit: int | None = None,
              sample: int | None = None, seed: int = 0, port: str | None = None, json_out: str | Path | None = None, resume: bool = False,
              progress=None, force: bool = False, workers: int = 1) -> dict:
     t = get_task(task)
-    examples = load_split(t, "validation", data_dir, data)
-    if sample and sample < len(examples):   # a fixed, seeded subset, in file order
-        keep = np.sort(np.random.default_rng(seed).choice(len(examples), sample, replace=False))
-        examples = [examples[i] for i in keep]
-    if limit:
-        examples = examples[:limit]
+    examples = select_examples(t, data, data_dir, sample, seed, limit)
     engine = open_engine(target, port)
     if not force:
         check_labels(engine, t, target)
