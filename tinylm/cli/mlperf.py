@@ -63,6 +63,9 @@ def serve_cmd(build_dir: Path = typer.Argument(..., help="build directory of a q
     except (QemuError, OSError, KeyError, ValueError) as e:
         fail(str(e))
     print(q.path, flush=True)
+    import signal
+    # SIGTERM (kill, a service manager) stops QEMU too, as Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
         while q.proc.poll() is None:
             time.sleep(0.5)
