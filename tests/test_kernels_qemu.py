@@ -97,3 +97,28 @@ def test_dsp_inner_loop_is_one_ldr_per_word(tmp_path):
         block = dis.split(f"<{fn}>:")[1].split(">:\n")[0]
         assert not re.search(r"\bbl\b", block), block
         assert block.count("smlad") == 8 and block.count("sxtb16") == sxtb16, block
+
+
+LUT = np.round(65535.0 * np.exp(-np.arange(512) / 2 ** 5)).astype(np.uint16)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(st.data(), st.integers(1, 3), st.integers(1, 19), st.integers(1, 41), st.booleans())
+def test_attention_dsp(m4_server, data, m, n, d, extreme):
+    """attention_s8's DSP scores and p x kv (four value rows, four columns per step; n % 4 and
+    d % 4 tails) against ops.attention_int."""
+    if extreme:
+        q = np.full((m, d), -128, np.int8)
+        kv = np.full((n, d), data.draw(st.sampled_from([-128, 127])), np.int8)
+    else:
+        arr = lambda shape: np.array(data.draw(st.lists(S8, min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))),  # noqa: E731
+                                     np.int8).reshape(shape)
+        q, kv = arr((m, d)), arr((n, d))
+    mult = data.draw(st.integers(2**20, 2**31 - 1))
+    shift = data.draw(st.integers(30, 46))
+    om, os_ = data.draw(st.integers(2**29, 2**31 - 1)), data.draw(st.integers(33, 44))
+    want = ops.attention_int(q, kv, mult, shift, LUT, om, os_)
+    _, raw = m4_server.run("attention", [m, n, d, mult, shift, len(LUT), om, os_], [q, kv, LUT])
+    got = np.frombuffer(raw, np.int8).reshape(m, d)
+    assert np.array_equal(got, want), np.argwhere(got != want)[:5]
