@@ -122,3 +122,34 @@ def test_attention_dsp(m4_server, data, m, n, d, extreme):
     _, raw = m4_server.run("attention", [m, n, d, mult, shift, len(LUT), om, os_], [q, kv, LUT])
     got = np.frombuffer(raw, np.int8).reshape(m, d)
     assert np.array_equal(got, want), np.argwhere(got != want)[:5]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(st.data(), st.integers(1, 40), st.integers(-2**31 + 1, 2**31 - 1), st.integers(-2**31 + 1, 2**31 - 1),
+       st.one_of(st.integers(1, 62), st.integers(8, 10), st.integers(29, 33)))
+def test_add_s8_dsp(m4_server, data, count, ma, mb, shift):
+    """add_s8's SMLAL low-word form (9 <= shift <= 31) and the int64 form elsewhere, on the spec."""
+    arr = lambda: np.array(data.draw(st.lists(S8, min_size=count, max_size=count)), np.int8)  # noqa: E731
+    a, b = arr(), arr()
+    # scales of about 2**(shift - k), so that the result often lies inside [-128, 127]
+    if data.draw(st.booleans()):
+        k = data.draw(st.integers(0, 6))
+        ma, mb = (int(v) >> max(0, 31 - shift + k) for v in (ma, mb))
+    _, raw = m4_server.run("add_s8", [count, ma, mb, shift], [a, b])
+    assert np.array_equal(np.frombuffer(raw, np.int8), ops.add_int8(a, b, ma, mb, shift))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(st.data(), st.integers(1, 4), st.integers(1, 9), st.booleans())
+def test_requantize_dsp(m4_server, data, rows, cols, per_channel):
+    """requantize_s32_s8's SMMLA form (shift >= 33) and the int64 form, over the spec's domain."""
+    ch = cols if per_channel else 1
+    x = np.array(data.draw(st.lists(st.one_of(st.integers(-2**31, 2**31 - 1), st.sampled_from([-2**31, 2**31 - 1, -1, 0, 1])),
+                                    min_size=rows * cols, max_size=rows * cols)), np.int32).reshape(rows, cols)
+    mult = np.array(data.draw(st.lists(st.integers(0, 2**31 - 1), min_size=ch, max_size=ch)), np.int32)
+    shift = np.array(data.draw(st.lists(st.one_of(st.integers(1, 62), st.integers(31, 34)), min_size=ch, max_size=ch)),
+                     np.int32)
+    _, raw = m4_server.run("requantize", [ch, rows, cols], [x, mult, shift])
+    assert np.array_equal(np.frombuffer(raw, np.int8).reshape(rows, cols), ops.requantize(x, mult, shift))

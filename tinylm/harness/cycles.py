@@ -112,7 +112,7 @@ def parse_log(path) -> dict:
     """Dynamic instruction mix of the logged execution: class counts, registers moved by
     load/store multiple, pops into pc, and pipelined (back-to-back) loads/stores."""
     blocks: dict[int, dict[int, list]] = {}      # pc -> {length: [(cls, size, extra)]}
-    counts, cur_pc, cur = Counter(), None, None
+    counts, cur_pc, cur, by_fn = Counter(), None, None, Counter()
     prev_end, prev_last = None, None
     with open(path, errors="replace") as f:
         for line in f:
@@ -142,6 +142,7 @@ def parse_log(path) -> dict:
                 continue
             limit = cflags & 0x1FF
             insns = versions.get(limit) if limit and limit in versions else versions[max(versions)]
+            by_fn[line.rsplit("] ", 1)[-1].strip()] += len(insns)
             if prev_last is not None:   # how the previous block left: fall through or taken
                 _count_exit(counts, prev_last, prev_end != pc)
             for j, (cls, _, _, extra, pops_pc) in enumerate(insns[:-1]):
@@ -151,7 +152,7 @@ def parse_log(path) -> dict:
             prev_end = addr + size
     if prev_last is not None:
         _count_exit(counts, prev_last, True)
-    return dict(counts)
+    return {**counts, "by_function": dict(by_fn.most_common())}
 
 
 def _count(counts, cls, extra, pops_pc, before):
