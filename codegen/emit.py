@@ -14,12 +14,12 @@ from tinylm.graph import INPUT, OUTPUT, Graph, GraphError
 from tinylm.graph.ops import attention_scratch_bytes
 from tinylm.graph.reference import shape_templates
 
-from . import fuse, planner
+from . import binary, fuse, planner
 from .names import c_comment, c_idents, c_string, check_model_name
 from .scores import logit_scale_q
 
 CTYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int32_t",
-         np.dtype(np.uint16): "uint16_t"}
+         np.dtype(np.uint16): "uint16_t", np.dtype(np.uint32): "uint32_t"}
 INT32_MAX = 2 ** 31 - 1
 
 
@@ -85,7 +85,7 @@ def check_bounds(graph: Graph, shapes) -> None:
             k = graph.weights[node.inputs[1]].shape[0] if node.inputs[1] in graph.weights else graph.max_len
             b = ins[2] + min(k, graph.max_len) * ins[0] * ins[1]
         else:
-            b = 128
+            b = binary.bound(node, 128)
         if b > INT32_MAX:
             raise BoundError(f"node {node.name!r} ({node.op}): accumulator bound {b} exceeds int32; "
                              "the model could overflow on the device")
@@ -322,8 +322,8 @@ def lower(graph: Graph, tile_rows: int = TILE_ROWS, fused: bool = True) -> Lower
             t0, rows = ("r0", "nr") if tiled else ("0", dim_expr(shape(i_[0])[0]))
             out.append(f"causal_dwconv_s8_s32({ref(i_[0])}, {R(i_[1])}, {R(i_[2])}, {o}, {t0}, {rows}, "
                        f"{dim_expr(d)}, {k});")
-        else:  # graph.load() already refuses unknown ops
-            raise GraphError(f"node {node.name!r}: no kernel for op {node.op}")
+        else:  # the binary ops (codegen/binary.py); it refuses an unknown op
+            out.append(binary.call(node, shape, R, graph.weights))
         return out
 
     calls = []
@@ -363,7 +363,7 @@ def lower(graph: Graph, tile_rows: int = TILE_ROWS, fused: bool = True) -> Lower
 def _c_array(flat: np.ndarray, per_line: int = 24) -> str:
     if flat.size == 0:
         return "    0"
-    vals = [str(int(v)) for v in flat]
+    vals = [str(int(v)) + ("u" if flat.dtype == np.uint32 else "") for v in flat]
     return "\n".join("    " + ", ".join(vals[i:i + per_line]) + ","
                      for i in range(0, len(vals), per_line))
 

@@ -17,7 +17,8 @@
 enum {
     OP_GATHER = 0, OP_POSITION_IDS, OP_MATMUL, OP_ADD_S32, OP_REQUANTIZE, OP_ADD_S8,
     OP_LUT, OP_TRANSPOSE, OP_SOFTMAX, OP_RMSNORM, OP_ISQRT,
-    OP_SEGMENT_IDS, OP_ATTENTION, OP_CAUSAL_DWCONV, OP_FULLY_CONNECTED
+    OP_SEGMENT_IDS, OP_ATTENTION, OP_CAUSAL_DWCONV, OP_FULLY_CONNECTED,
+    OP_BINARIZE, OP_BINARY_MATMUL
 };
 
 #define MAX_PARAMS 16
@@ -234,6 +235,20 @@ int main(void)
             OUT(int8_t, (int64_t)p[0] * p[2]);
             fully_connected_s8(a[0].data, a[1].data, p[4] ? a[2].data : NULL, a[3].data, a[4].data, p[3],
                                p[5] ? a[5].data : NULL, out, p[0], p[1], p[2]);
+            break;
+        case OP_BINARIZE: /* rows, k, channels; x, beta */
+            NEED(3, 2);
+            expect(&a[0], 1, (int64_t)p[0] * p[1], "x");
+            expect(&a[1], 4, p[2], "beta");
+            OUT(uint32_t, (int64_t)p[0] * TINYLM_B32_WORDS(p[1]));
+            binarize_s8_b32(a[0].data, a[1].data, p[2], out, p[0], p[1]);
+            break;
+        case OP_BINARY_MATMUL: /* m, n, k; a (packed), w (packed) */
+            NEED(3, 2);
+            expect(&a[0], 4, (int64_t)p[0] * TINYLM_B32_WORDS(p[2]), "a");
+            expect(&a[1], 4, (int64_t)p[1] * TINYLM_B32_WORDS(p[2]), "w");
+            OUT(int32_t, (int64_t)p[0] * p[1]);
+            binary_matmul_b32_s32(a[0].data, a[1].data, out, p[0], p[1], p[2]);
             break;
         default:
             die("unknown op");

@@ -65,6 +65,19 @@ void attention_s8(const int8_t *q, const int8_t *kv, int8_t *out, int32_t m, int
 void causal_dwconv_s8_s32(const int8_t *x, const int8_t *w, const int32_t *bias, int32_t *out,
                           int32_t t0, int32_t rows, int32_t d, int32_t k);
 
+/* ---- binary (BiPFT-style): 32 values per uint32 word along the last axis, value c in word c / 32,
+ * bit c % 32 (LSB first); bit 1 = +1, bit 0 = -1; a partial last word is padded with 0 bits. ---- */
+#define TINYLM_B32_WORDS(k) (((k) + 31) / 32)
+
+/* tinylm.graph.ops.binarize_int: out[rows, TINYLM_B32_WORDS(k)] = sign bits of x[rows,k] + beta
+ * (bit 1 iff x + beta >= 0); beta int32, channels = 1 (per tensor) or k (per column). */
+void binarize_s8_b32(const int8_t *x, const int32_t *beta, int32_t channels, uint32_t *out,
+                     int32_t rows, int32_t k);
+
+/* tinylm.graph.ops.binary_matmul_int: out[m,n] = k - 2 popcount(a[i] ^ w[j]) over the k real bits of
+ * the packed rows a[m, W], w[n, W] (W = TINYLM_B32_WORDS(k)); padding bits are masked. SWAR popcount. */
+void binary_matmul_b32_s32(const uint32_t *a, const uint32_t *w, int32_t *out, int32_t m, int32_t n, int32_t k);
+
 #ifdef __cplusplus
 }
 #endif

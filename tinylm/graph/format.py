@@ -47,6 +47,9 @@ OPS = {
     "SegmentIds": (DOMAIN, 1, ()),
     "AttentionInt": (DOMAIN, 3, ("multiplier", "shift", "out_multiplier", "out_shift")),
     "CausalDepthwiseConvInt": (DOMAIN, 3, ()),
+    # binary (BiPFT-style): bit-packed uint32 operands, 32 values per word (ops.binarize_int)
+    "BinarizeInt": (DOMAIN, 2, ()),
+    "BinaryMatMulInt": (DOMAIN, 2, ("k",)),
 }
 
 # The documented domain of every integer attribute (tinylm/graph/ops.py docstrings): outside it
@@ -61,12 +64,14 @@ ATTR_RANGES = {
     "SoftmaxInt": {"multiplier": _M31, "shift": _SHIFT},
     "RMSNormInt": {"multiplier": _M31, "shift": _SHIFT},
     "AttentionInt": {"multiplier": _M31, "shift": _SHIFT, "out_multiplier": _M31, "out_shift": _SHIFT},
+    "BinaryMatMulInt": {"k": (1, 2 ** 31 - 1, "1..2**31-1")},
 }
 # Token ids travel as little-endian uint16 (docs/protocol.md), so V <= 65536; SoftmaxInt's uint32
 # sum needs rows of < 65537 columns, which bounds L the same way.
 META_INT_RANGES = {"vocab": (1, 65536), "max_len": (1, 65536)}
 # dtypes the C side has a type for (codegen/emit.py CTYPE); int64 only as indices that fit int32
-WEIGHT_DTYPES = {np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.uint16), np.dtype(np.int64)}
+WEIGHT_DTYPES = {np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.uint16), np.dtype(np.int64),
+                 np.dtype(np.uint32)}   # uint32: bit-packed binary weights
 
 
 class GraphError(ValueError):
@@ -195,7 +200,7 @@ def _check_weights(weights: dict, where: str) -> None:
             raise GraphError(f"{where}: weight {name!r} has the name of the graph's {'input' if name == INPUT else 'output'}")
         if w.dtype not in WEIGHT_DTYPES:
             raise GraphError(f"{where}: weight {name!r} has dtype {w.dtype}; allowed: int8, int32, uint16, "
-                             "int64 (indices within int32)")
+                             "uint32 (bit-packed), int64 (indices within int32)")
         if w.dtype == np.int64 and w.size and (w.min() < -2 ** 31 or w.max() > 2 ** 31 - 1):
             raise GraphError(f"{where}: weight {name!r} (int64) has values outside int32, which C stores it as")
 

@@ -129,6 +129,22 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         if w.shape[0] < 1:
             raise GraphError(f"node {node.name!r} (CausalDepthwiseConvInt): weight has no taps (k >= 1 required)")
         return ops.causal_dwconv_int(x, w, b)
+    if op == "BinarizeInt":
+        x, beta = args
+        _expect(node, x, np.int8, 2, "input")
+        _expect(node, beta, np.int32, 1, "beta")
+        if beta.shape[0] not in (1, x.shape[1]):
+            raise GraphError(f"node {node.name!r} (BinarizeInt): beta length {beta.shape[0]} must be 1 or {x.shape[1]}")
+        return ops.binarize_int(x, beta)
+    if op == "BinaryMatMulInt":
+        x, w = args
+        _expect(node, x, np.uint32, 2, "A (packed)")
+        _expect(node, w, np.uint32, 2, "B (packed)")
+        words = ops.packed_words(a["k"])
+        if x.shape[1] != words or w.shape[1] != words:
+            raise GraphError(f"node {node.name!r} (BinaryMatMulInt): k = {a['k']} needs {words} words per row, "
+                             f"got A {x.shape} and B {w.shape}")
+        return ops.binary_matmul_int(x, w, a["k"])
     raise GraphError(f"node {node.name!r}: unsupported op {op}")
 
 

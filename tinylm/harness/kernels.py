@@ -26,7 +26,8 @@ SERVER_SRC = REPO / "firmware" / "bench" / "kernel_server.c"
 BOARDS = ["qemu-m4", "qemu-m7", "qemu-m33", "qemu-m55"]
 # op numbers of tests/kernel_driver.c, which the server shares
 OPS = {"matmul": 2, "add_s32": 3, "requantize": 4, "add_s8": 5, "lut": 6, "softmax": 8,
-       "rmsnorm": 9, "attention": 12, "causal_dwconv": 13, "fully_connected": 14}
+       "rmsnorm": 9, "attention": 12, "causal_dwconv": 13, "fully_connected": 14, "binarize": 15,
+       "binary_matmul": 16}
 
 
 class KernelMismatch(AssertionError):
@@ -147,6 +148,16 @@ def cases(seed: int = 0) -> list[Case]:
     conv = ops.causal_dwconv_int(xc, wc, bc)
     out.append(Case("causal_dwconv_s8_s32", "k=32, d=128, 32 rows", "causal_dwconv", [32, 128, 32, 0, 32],
                     [xc, wc, bc], conv, 128 * sum(min(t + 1, 32) for t in range(32))))
+    # binary (one MAC = one +-1 product): 128 x 128 packed weights, 1 and 32 rows
+    for m in (1, 32):
+        pa = ops.binarize_int(rng.integers(-128, 128, (m, 128), dtype=np.int8), np.zeros(1, np.int32))
+        pw = ops.binarize_int(rng.integers(-128, 128, (128, 128), dtype=np.int8), np.zeros(1, np.int32))
+        out.append(Case("binary_matmul_b32_s32", f"128->128, {m} rows", "binary_matmul", [m, 128, 128],
+                        [pa, pw], ops.binary_matmul_int(pa, pw, 128), m * 128 * 128))
+    xb = rng.integers(-128, 128, (8, 128), dtype=np.int8)
+    beta = rng.integers(-8, 8, 128).astype(np.int32)
+    out.append(Case("binarize_s8_b32", "8 x 128, per channel", "binarize", [8, 128, 128], [xb, beta],
+                    ops.binarize_int(xb, beta), 8 * 128, "element"))
     return out
 
 

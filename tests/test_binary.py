@@ -1,0 +1,295 @@
+"""Binary ops (BiPFT-style, issue 11): the spec (tinylm.graph.ops binarize_int, binary_matmul_int),
+its C kernels bit for bit under ASan+UBSan (the session driver of tests/test_kernels.py) and on
+qemu-m4 (the kernel server), jax.numpy == numpy, the load-time checks, and a synthetic binary
+graph lowered by codegen: host C (sanitizers) and QEMU firmware give the reference's logits."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from test_kernels import CASES, S8, check, driver  # noqa: F401 -- the session driver fixture
+from conftest import ROOT
+
+from codegen import emit
+from tinylm import graph as G
+from tinylm.graph import ops, reference
+
+U32 = st.one_of(st.sampled_from([0, 0xFFFFFFFF, 0x55555555, 0x80000000, 1]), st.integers(0, 2**32 - 1))
+K = st.one_of(st.sampled_from([1, 31, 32, 33, 63, 64, 65, 992, 993]), st.integers(1, 200))
+
+
+def words(k):
+    return ops.packed_words(k)
+
+
+def u32_array(shape):
+    return hnp.arrays(np.uint32, shape, elements=U32)
+
+
+def signs(x, beta):
+    return np.where(x.astype(np.int64) + np.asarray(beta, np.int64) >= 0, 1, -1)
+
+
+# ----------------------------------------------------------------------------- the spec
+
+@settings(max_examples=100, deadline=None)
+@given(st.data(), st.integers(1, 4), st.integers(1, 5), st.integers(1, 100))
+def test_binary_matmul_is_the_sign_dot_product(data, m, n, k):
+    x = data.draw(hnp.arrays(np.int8, (m, k), elements=S8))
+    w = data.draw(hnp.arrays(np.int8, (n, k), elements=S8))
+    beta = data.draw(hnp.arrays(np.int32, (k,), elements=st.integers(-2**31, 2**31 - 1) | st.integers(-3, 3)))
+    pa, pw = ops.binarize_int(x, beta), ops.binarize_int(w, np.zeros(1, np.int32))
+    assert pa.shape == (m, words(k)) and pa.dtype == np.uint32
+    # LSB first, padding 0
+    bits = ((pa[:, :, None] >> np.arange(32, dtype=np.uint32)) & 1).reshape(m, -1)
+    assert (bits[:, k:] == 0).all() and (bits[:, :k] == (signs(x, beta) > 0)).all()
+    assert (ops.binary_matmul_int(pa, pw, k) == signs(x, beta) @ signs(w, 0).T).all()
+
+
+def test_padding_bits_do_not_count_and_popcount_is_exact():
+    a = np.array([[0xFFFFFFFF, 0xFFFFFFFF]], np.uint32)         # garbage in the 31 padding bits
+    w = np.array([[0xFFFFFFFF, 0x00000001]], np.uint32)
+    assert ops.binary_matmul_int(a, w, 33).tolist() == [[33]]
+    v = np.random.default_rng(0).integers(0, 2**32, 4000, dtype=np.uint64).astype(np.uint32)
+    v[:4] = [0, 0xFFFFFFFF, 0x80000000, 1]
+    assert ops.popcount32(v).tolist() == [bin(int(t)).count("1") for t in v]
+
+
+def test_jax_numpy_matches_numpy():
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(1)
+        for k in (1, 31, 32, 33, 70, 128):
+            x = rng.integers(-128, 128, (2, 3, k)).astype(np.int8)      # a leading batch axis
+            beta = rng.integers(-9, 9, k).astype(np.int32)
+            w = rng.integers(0, 2**32, (5, words(k)), dtype=np.uint64).astype(np.uint32)
+            pa = jax.jit(lambda x, b: ops.binarize_int(x, b, jnp))(x, beta)
+            assert pa.dtype == jnp.uint32 and np.array_equal(np.asarray(pa), ops.binarize_int(x, beta))
+            dot = jax.jit(lambda a, w, k=k: ops.binary_matmul_int(a, w, k, jnp))(pa, w)
+            assert np.array_equal(np.asarray(dot), ops.binary_matmul_int(ops.binarize_int(x, beta), w, k))
+
+
+# ----------------------------------------------------------------------------- C kernels, host
+
+@CASES
+@given(st.data(), st.integers(1, 6), K, st.booleans())
+def test_binarize_kernel(driver, data, rows, k, per_channel):  # noqa: F811
+    x = data.draw(hnp.arrays(np.int8, (rows, k), elements=S8))
+    ch = k if per_channel else 1
+    beta = data.draw(hnp.arrays(np.int32, (ch,), elements=st.one_of(
+        st.integers(-2**31, 2**31 - 1), st.integers(-130, 130), st.sampled_from([-2**31, 2**31 - 1, 0]))))
+    got = np.frombuffer(driver.run("binarize", [rows, k, ch], [x, beta]), np.uint32).reshape(rows, words(k))
+    check(got, ops.binarize_int(x, beta))
+
+
+@CASES
+@given(st.data(), st.integers(1, 5), st.integers(1, 9), K)
+def test_binary_matmul_kernel(driver, data, m, n, k):  # noqa: F811
+    a = data.draw(u32_array((m, words(k))))
+    w = data.draw(u32_array((n, words(k))))
+    got = np.frombuffer(driver.run("binary_matmul", [m, n, k], [a, w]), np.int32).reshape(m, n)
+    check(got, ops.binary_matmul_int(a, w, k))
+
+
+def _extremes():
+    for k in (1, 32, 33, 992, 993, 2 * 992 + 5, 4096):
+        ones = np.full((3, words(k)), 0xFFFFFFFF, np.uint32)
+        zeros = np.zeros((3, words(k)), np.uint32)
+        yield k, ones, ones          # dot = +k everywhere (padding bits set: must not count)
+        yield k, ones, zeros         # dot = -k
+        yield k, zeros, zeros
+
+
+def test_binary_kernels_extremes(driver):  # noqa: F811
+    for k, a, w in _extremes():
+        got = np.frombuffer(driver.run("binary_matmul", [3, 3, k], [a, w]), np.int32).reshape(3, 3)
+        check(got, ops.binary_matmul_int(a, w, k))
+        assert abs(int(got[0, 0])) == k or k == 0
+    for x in (np.full((2, 33), -128, np.int8), np.full((2, 33), 127, np.int8), np.zeros((1, 1), np.int8)):
+        for beta in (np.array([128], np.int32), np.array([-128], np.int32), np.array([127], np.int32),
+                     np.array([-2**31], np.int32), np.array([2**31 - 1], np.int32)):
+            got = np.frombuffer(driver.run("binarize", [x.shape[0], x.shape[1], 1], [x, beta]), np.uint32)
+            check(got.reshape(x.shape[0], -1), ops.binarize_int(x, beta))
+
+
+# ----------------------------------------------------------------------------- C kernels, qemu-m4
+
+def _need_arm():
+    from conftest import need_arm_tools
+    need_arm_tools()
+
+
+@pytest.fixture(scope="module")
+def m4_server(tmp_path_factory):
+    _need_arm()
+    from tinylm.harness import kernels as Kh
+    elf = Kh.build_server("qemu-m4", tmp_path_factory.mktemp("ks"))
+    with Kh.KernelServer("qemu-m4", elf) as srv:
+        yield srv
+
+
+def test_binary_kernels_on_qemu_m4(m4_server):
+    rng = np.random.default_rng(7)
+    cases = list(_extremes())[:12]
+    for k in (1, 5, 31, 32, 33, 64, 100, 128, 993, 1000):
+        for m, n in ((1, 1), (2, 3), (3, 8)):
+            cases.append((k, rng.integers(0, 2**32, (m, words(k)), dtype=np.uint64).astype(np.uint32),
+                          rng.integers(0, 2**32, (n, words(k)), dtype=np.uint64).astype(np.uint32)))
+    for k, a, w in cases:
+        _, raw = m4_server.run("binary_matmul", [a.shape[0], w.shape[0], k], [a, w])
+        check(np.frombuffer(raw, np.int32).reshape(a.shape[0], w.shape[0]), ops.binary_matmul_int(a, w, k))
+    for rows, k, ch in ((1, 1, 1), (3, 33, 33), (2, 128, 1), (4, 70, 70)):
+        x = rng.integers(-128, 128, (rows, k)).astype(np.int8)
+        beta = rng.integers(-200, 200, ch).astype(np.int32)
+        beta[0] = 2**31 - 1
+        _, raw = m4_server.run("binarize", [rows, k, ch], [x, beta])
+        check(np.frombuffer(raw, np.uint32).reshape(rows, words(k)), ops.binarize_int(x, beta))
+
+
+@pytest.mark.parametrize("kernel", ["binary_matmul_b32_s32", "binarize_s8_b32"])
+def test_m4_build_calls_no_libgcc_popcount(tmp_path, kernel):
+    """No __popcountsi2 (nor any other call) in the Cortex-M4 object: the SWAR stays inline."""
+    _need_arm()
+    obj = tmp_path / "k.o"
+    kdir = ROOT / "firmware" / "kernels"
+    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16",
+                    "-O2", "-ffreestanding", "-std=c99", f"-I{kdir}", "-c", str(kdir / f"{kernel}.c"), "-o", str(obj)],
+                   check=True)
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", "-r", str(obj)], capture_output=True, text=True,
+                         check=True).stdout
+    assert "popcount" not in dis and not re.search(r"\bbl\b", dis), dis[:2000]
+    undef = subprocess.run(["arm-none-eabi-nm", "-u", str(obj)], capture_output=True, text=True, check=True).stdout
+    assert undef.strip() == "", undef
+
+
+# ----------------------------------------------------------------------------- graph + codegen
+
+EXP = np.round(65535.0 * np.exp(-np.arange(512) / 32.0)).astype(np.uint16)
+V, L, LABELS = 300, 24, ["a", "b", "c"]
+
+
+def binary_graph_model(seed: int = 0):
+    """ids -> embedding -> [BinarizeInt -> BinaryMatMulInt (-> Add) -> Requantize] x 3 (k = 70, 48, 64:
+    two partial last words, one exact) -> the [CLS] row attends over all rows -> int8 head -> logits."""
+    rng = np.random.default_rng(seed)
+    b = G.GraphBuilder()
+    h = b.op("Gather", [b.const("emb", rng.integers(-128, 128, (V, 70)).astype(np.int8)), G.INPUT], "embed")
+    dims = [(70, 48, True), (48, 64, False), (64, 40, True)]
+    for i, (k, n, per_channel) in enumerate(dims):
+        beta = rng.integers(-20, 20, k if per_channel else 1).astype(np.int32)
+        bits = b.op("BinarizeInt", [h, b.const(f"l{i}.beta", beta)], f"l{i}.sign")
+        w = ops.binarize_int(rng.integers(-128, 128, (n, k)).astype(np.int8), np.zeros(1, np.int32))
+        acc = b.op("BinaryMatMulInt", [bits, b.const(f"l{i}.w", w)], f"l{i}.mm", k=k)
+        if i != 1:
+            acc = b.op("Add", [acc, b.const(f"l{i}.b", rng.integers(-9, 9, n).astype(np.int32))], f"l{i}.add")
+        ch = n if per_channel else 1
+        mult = rng.integers(2**30, 2**31 - 1, ch).astype(np.int32)
+        h = b.op("Requantize", [acc, b.const(f"l{i}.m", mult), b.const(f"l{i}.s", np.full(ch, 34, np.int32))],
+                 f"l{i}.rq")
+    cls = b.op("Gather", [h, b.const("cls_index", np.array([0], np.int32))], "cls")
+    att = b.op("AttentionInt", [cls, h, b.const("exp", EXP)], "att", multiplier=1 << 30, shift=32,
+               out_multiplier=1 << 30, out_shift=31)
+    head = b.op("MatMulInteger", [att, b.const("head.w", rng.integers(-128, 128, (40, 3)).astype(np.int8))], "head")
+    b.op("Add", [head, b.const("head.b", np.array([5, -5, 0], np.int32))], G.OUTPUT)
+    return b.to_model(len(LABELS), {"name": "binary-test", "max_len": L, "vocab": V, "label_names": LABELS,
+                                    "tokenizer": "{}"})
+
+
+@pytest.fixture(scope="module")
+def binary_graph(tmp_path_factory):
+    p = tmp_path_factory.mktemp("bg") / "binary.onnx"
+    G.save(binary_graph_model(), p)
+    return p, G.load(p)
+
+
+def inputs_at_lengths():
+    rng = np.random.default_rng(3)
+    return [list(rng.integers(0, V, n)) for n in (1, 2, 3, 7, 16, L - 1, L)]
+
+
+def test_binary_graph_loads_and_uses_uint32(binary_graph):
+    _, g = binary_graph
+    assert {"BinarizeInt", "BinaryMatMulInt"} <= {n.op for n in g.nodes}
+    assert g.weights["l0.w"].dtype == np.uint32 and g.weights["l0.w"].shape == (48, 3)
+    env = reference.trace(g, [1, 2, 3])
+    assert env["l0.sign"].dtype == np.uint32 and env["l0.sign"].shape == (3, 3)
+    assert np.abs(env["l0.mm"]).max() <= 70
+    outs = {tuple(reference.run(g, ids)) for ids in inputs_at_lengths()}
+    assert len(outs) > 1     # the logits depend on the input
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (lambda n, w: n.attrs.update(k=97), "k = 97 needs 4 words per row"),
+    (lambda n, w: n.attrs.update(k=0), "out of range"),
+    (lambda n, w: w.update({"l0.w": w["l0.w"].astype(np.int32)}), "B \\(packed\\) is int32, expected uint32"),
+    (lambda n, w: w.update({"l0.beta": w["l0.beta"][:5]}), "beta length 5 must be 1 or 70"),
+])
+def test_binary_shapes_and_attrs_are_checked(binary_graph, bad, msg):
+    _, g = binary_graph
+    nodes = [G.Node(n.op, list(n.inputs), list(n.outputs), n.name, dict(n.attrs)) for n in g.nodes]
+    weights = dict(g.weights)
+    bad(next(n for n in nodes if n.name == "l0.mm"), weights)
+    with pytest.raises(G.GraphError, match=msg):
+        reference.check_shapes(G.Graph(nodes, weights, g.meta))
+
+
+def test_bound_of_binary_matmul_is_k(binary_graph):
+    _, g = binary_graph
+    w = dict(g.weights)
+    w["l0.b"] = np.full_like(w["l0.b"], 2**31 - 1 - 70)
+    emit.check_bounds(G.Graph(g.nodes, w, g.meta), reference.shape_templates(g))    # exactly fits
+    w["l0.b"] = np.full_like(w["l0.b"], 2**31 - 70)
+    with pytest.raises(emit.BoundError, match="'l0.add'"):
+        emit.check_bounds(G.Graph(g.nodes, w, g.meta), reference.shape_templates(g))
+
+
+def test_binary_graph_host_c_bit_exact(binary_graph, tmp_path):
+    if shutil.which("gcc") is None:
+        pytest.skip("no host gcc")
+    _, g = binary_graph
+    low = emit.lower(g)
+    assert "binary_matmul_b32_s32(" in low.model_c and "binarize_s8_b32(" in low.model_c
+    assert "const uint32_t w_l0_w[144]" in low.weights_c
+    for name, text in (("model.c", low.model_c), ("weights.c", low.weights_c), ("weights.h", low.weights_h)):
+        (tmp_path / name).write_text(text)
+    srcs = [str(p) for p in sorted((ROOT / "firmware" / "kernels").glob("*.c"))]
+    srcs += [str(tmp_path / "model.c"), str(tmp_path / "weights.c"), str(ROOT / "tests" / "fixtures" / "host_model_main.c")]
+    exe = tmp_path / "host_model"
+    subprocess.run(["nice", "gcc", "-std=c99", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'firmware' / 'kernels'}",
+                    f"-I{ROOT / 'firmware' / 'runtime'}", f"-I{tmp_path}", *srcs, "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    ins = inputs_at_lengths()
+    r = subprocess.run([str(exe)], input="".join(f"{len(s)} " + " ".join(map(str, s)) + "\n" for s in ins),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [list(map(int, line.split())) for line in r.stdout.splitlines()] == [reference.run(g, s).tolist() for s in ins]
+
+
+def test_binary_graph_build_and_qemu_bit_exact(binary_graph, tmp_path):
+    """`tinylm build` of a binary graph: memory.json counts the packed weights (4 n ceil(k/32) bytes),
+    and the firmware in QEMU (qemu-m4) gives the reference's logits at every length."""
+    _need_arm()
+    import json
+    from codegen.build import build
+    from codegen.toolchain import load_board
+    from tinylm.harness.device import Device
+    from tinylm.harness.qemu import QemuBoard
+    path, g = binary_graph
+    build(path, "qemu-m4", tmp_path)
+    mem = json.loads((tmp_path / "memory.json").read_text())
+    text = json.dumps(mem)
+    assert "l0.w" in text and "uint32" in text
+    packed = sum(4 * g.weights[f"l{i}.w"].size for i in range(3))
+    assert packed == 4 * (48 * 3 + 64 * 2 + 40 * 2)
+    with QemuBoard(load_board("qemu-m4"), tmp_path / "firmware.elf") as q, Device(q.url) as d:
+        for ids in inputs_at_lengths():
+            assert d.infer(ids) == reference.run(g, ids).tolist(), ids
