@@ -153,3 +153,16 @@ def test_requantize_dsp(m4_server, data, rows, cols, per_channel):
                      np.int32)
     _, raw = m4_server.run("requantize", [ch, rows, cols], [x, mult, shift])
     assert np.array_equal(np.frombuffer(raw, np.int8).reshape(rows, cols), ops.requantize(x, mult, shift))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(st.data(), st.integers(1, 3), st.integers(1, 70), st.integers(0, 2**31 - 1),
+       st.one_of(st.integers(1, 62), st.integers(33, 46)))
+def test_rmsnorm_dsp(m4_server, data, rows, cols, mult, shift):
+    """rmsnorm_s8's SMLAD sum of squares (cols % 4 tails) and SMMLA outputs against ops.rmsnorm_int."""
+    arr = lambda shape: np.array(data.draw(st.lists(S8, min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))),  # noqa: E731
+                                 np.int8).reshape(shape)
+    x, g = arr((rows, cols)), arr((cols,))
+    _, raw = m4_server.run("rmsnorm", [rows, cols, mult, shift], [x, g])
+    assert np.array_equal(np.frombuffer(raw, np.int8).reshape(rows, cols), ops.rmsnorm_int(x, g, mult, shift))
