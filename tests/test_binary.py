@@ -146,10 +146,12 @@ def test_binary_kernels_on_qemu_m4(m4_server):
     for k, a, w in cases:
         _, raw = m4_server.run("binary_matmul", [a.shape[0], w.shape[0], k], [a, w])
         check(np.frombuffer(raw, np.int32).reshape(a.shape[0], w.shape[0]), ops.binary_matmul_int(a, w, k))
-    for rows, k, ch in ((1, 1, 1), (3, 33, 33), (2, 128, 1), (4, 70, 70)):
+    edges = np.array([2**31 - 1, -2**31, 128, 127, -128, -129, 255, 256, -256, -257, 0], np.int32)
+    for rows, k, ch in ((1, 1, 1), (3, 33, 33), (2, 128, 1), (4, 70, 70), (2, 40, 1), (2, 300, 300)):
         x = rng.integers(-128, 128, (rows, k)).astype(np.int8)
-        beta = rng.integers(-200, 200, ch).astype(np.int32)
-        beta[0] = 2**31 - 1
+        x[0, :3] = [-128, 127, 0][:k]
+        beta = rng.integers(-300, 300, ch).astype(np.int32)
+        beta[: min(ch, 11)] = edges[: min(ch, 11)] if ch > 1 else rng.choice(edges)
         _, raw = m4_server.run("binarize", [rows, k, ch], [x, beta])
         check(np.frombuffer(raw, np.uint32).reshape(rows, words(k)), ops.binarize_int(x, beta))
 
