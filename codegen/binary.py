@@ -14,6 +14,9 @@ from __future__ import annotations
 from tinylm.graph import GraphError
 
 OPS = ("BinarizeInt", "BinaryMatMulInt")
+# both are row-local in their first input (codegen/emit.py row tiles): the int32 product of a
+# binary layer then lives one tile at a time, as MatMulInteger's does
+TILEABLE = {"BinarizeInt": ((0,), ()), "BinaryMatMulInt": ((0,), ())}
 
 
 def bound(node, default: int) -> int:
@@ -29,16 +32,16 @@ def _dim(d) -> str:
     return "n" if d == "n" else str(d)
 
 
-def call(node, shape, ref, weights) -> str:
+def call(node, shape, ref, dim, weights) -> str:
     """The C call of a binary node. shape(t): its shape template ('n' for the token axis),
-    ref(t): its C expression, weights: the graph's constants (for per-channel lengths)."""
+    ref(t): its C expression (a row slice inside a row tile), dim(t, axis): a dimension as C
+    ('nr' for the rows of a tile), weights: the graph's constants (for per-channel lengths)."""
     i_, o = node.inputs, ref(node.outputs[0])
     if node.op == "BinarizeInt":
-        rows, k = shape(i_[0])
+        _, k = shape(i_[0])
         ch = weights[i_[1]].size if i_[1] in weights else shape(i_[1])[0]
-        return f"binarize_s8_b32({ref(i_[0])}, {ref(i_[1])}, {_dim(ch)}, {o}, {_dim(rows)}, {_dim(k)});"
+        return f"binarize_s8_b32({ref(i_[0])}, {ref(i_[1])}, {_dim(ch)}, {o}, {dim(i_[0])}, {_dim(k)});"
     if node.op == "BinaryMatMulInt":
-        m, _ = shape(i_[0])
-        n, _ = shape(i_[1])
-        return f"binary_matmul_b32_s32({ref(i_[0])}, {ref(i_[1])}, {o}, {_dim(m)}, {_dim(n)}, {int(node.attrs['k'])});"
+        return (f"binary_matmul_b32_s32({ref(i_[0])}, {ref(i_[1])}, {o}, {dim(i_[0])}, {dim(i_[1])}, "
+                f"{int(node.attrs['k'])});")
     raise GraphError(f"node {node.name!r}: no kernel for op {node.op}")   # graph.load() refuses unknown ops

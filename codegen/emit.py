@@ -107,7 +107,7 @@ TILEABLE = {
     "Gather": ((1,), ()),
     "AttentionInt": ((0,), (1,)),
     "CausalDepthwiseConvInt": ((), (0,)),
-    fuse.FC: ((0,), ()),
+    fuse.FC: ((0,), ()), **binary.TILEABLE,
 }
 TILE_ROWS = 1   # rows per tile: 1 keeps the RAM of a fused EmbBERT layer at ~2 KB
 
@@ -323,7 +323,7 @@ def lower(graph: Graph, tile_rows: int = TILE_ROWS, fused: bool = True) -> Lower
             out.append(f"causal_dwconv_s8_s32({ref(i_[0])}, {R(i_[1])}, {R(i_[2])}, {o}, {t0}, {rows}, "
                        f"{dim_expr(d)}, {k});")
         else:  # the binary ops (codegen/binary.py); it refuses an unknown op
-            out.append(binary.call(node, shape, R, graph.weights))
+            out.append(binary.call(node, shape, R, dim, graph.weights))
         return out
 
     calls = []
