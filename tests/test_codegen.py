@@ -48,13 +48,15 @@ def test_arena_is_smaller_than_the_sum_of_activations(path):
     assert low.arena_bytes < total / 4
 
 
-@pytest.fixture(scope="module", params=[DEFAULT_MODEL, TINY_MODEL], ids=["default", "tiny"])
+@pytest.fixture(scope="module", params=[(DEFAULT_MODEL, 1), (DEFAULT_MODEL, 2), (DEFAULT_MODEL, 3), (TINY_MODEL, 1)],
+                ids=["default", "default-2rows", "default-3rows", "tiny"])
 def host_model(request, tmp_path_factory):
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("host gcc not found")
     out = tmp_path_factory.mktemp("host_model")
-    low = emit.lower(G.load(request.param))
+    path, rows = request.param
+    low = emit.lower(G.load(path), tile_rows=rows)   # row tiles of 2, 3: the kernels' row pairs
     (out / "model.c").write_text(low.model_c)
     (out / "weights.c").write_text(low.weights_c)
     (out / "weights.h").write_text(low.weights_h)
@@ -65,7 +67,27 @@ def host_model(request, tmp_path_factory):
                     f"-I{ROOT / 'firmware' / 'runtime'}", str(out / "model.c"), str(out / "weights.c"),
                     *map(str, kernels), str(ROOT / "tests" / "fixtures" / "host_model_main.c"), "-o", str(exe)],
                    check=True, capture_output=True, text=True)
-    return exe, request.param
+    return exe, path
+
+
+def test_rows_per_pass_auto_follows_the_ram_budget(tmp_path):
+    """--rows-per-pass auto: two rows where the board's RAM allows, one where only one fits."""
+    from codegen import toolchain
+    from codegen.build import RUNTIME_RAM_ESTIMATE, lower_rows
+    g = G.load(DEFAULT_MODEL)
+    board = dict(toolchain.load_board("qemu-m4"))
+    low2, rows = lower_rows(g, board, "auto")
+    low1, _ = lower_rows(g, board, 1)
+    assert rows == 2 and low2.arena_bytes > low1.arena_bytes
+    board["ram_bytes"] = low1.arena_bytes + board["stack_bytes"] + RUNTIME_RAM_ESTIMATE   # one row fits, two do not
+    assert lower_rows(g, board, "auto")[1] == 1
+    board["ram_bytes"] -= 8
+    with pytest.raises(BudgetError):
+        lower_rows(g, board, "auto")
+    import json
+    mem = build(None, "qemu-m4", tmp_path, compile=False, rows_per_pass=3)
+    assert mem["rows_per_pass"] == 3 and json.loads((tmp_path / "memory.json").read_text())["rows_per_pass"] == 3
+    assert "for (int32_t r0 = 0; r0 < n; r0 += 3)" in (tmp_path / "src" / "model.c").read_text()
 
 
 def test_host_compiled_model_matches_reference_on_real_examples(host_model):
