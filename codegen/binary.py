@@ -39,6 +39,9 @@ def call(node, shape, ref, dim, weights) -> str:
     i_, o = node.inputs, ref(node.outputs[0])
     if node.op == "BinarizeInt":
         _, k = shape(i_[0])
+        if k == "n":   # ceil(n/32) words: shape templates have no such dimension, the arena would be short
+            raise GraphError(f"node {node.name!r} (BinarizeInt): packs along an axis that grows with the "
+                             "input length; only a fixed last axis can be packed")
         ch = weights[i_[1]].size if i_[1] in weights else shape(i_[1])[0]
         return f"binarize_s8_b32({ref(i_[0])}, {ref(i_[1])}, {_dim(ch)}, {o}, {dim(i_[0])}, {_dim(k)});"
     if node.op == "BinaryMatMulInt":

@@ -22,7 +22,7 @@ from tinylm import graph as G
 from tinylm.graph import ops, reference
 
 U32 = st.one_of(st.sampled_from([0, 0xFFFFFFFF, 0x55555555, 0x80000000, 1]), st.integers(0, 2**32 - 1))
-K = st.one_of(st.sampled_from([1, 31, 32, 33, 63, 64, 65, 992, 993]), st.integers(1, 200))
+K = st.one_of(st.sampled_from([1, 31, 32, 33, 63, 64, 65, 960, 991, 992, 993, 1023]), st.integers(1, 200))
 
 
 def words(k):
@@ -100,7 +100,7 @@ def test_binary_matmul_kernel(driver, data, m, n, k):  # noqa: F811
 
 
 def _extremes():
-    for k in (1, 32, 33, 992, 993, 2 * 992 + 5, 4096):
+    for k in (1, 32, 33, 960, 961, 991, 992, 993, 1023, 2 * 992 + 5, 4096):   # batches of 30 words (+ the partial)
         ones = np.full((3, words(k)), 0xFFFFFFFF, np.uint32)
         zeros = np.zeros((3, words(k)), np.uint32)
         yield k, ones, ones          # dot = +k everywhere (padding bits set: must not count)
@@ -251,6 +251,19 @@ def test_bound_of_binary_matmul_is_k(binary_graph):
     w["l0.b"] = np.full_like(w["l0.b"], 2**31 - 70)
     with pytest.raises(emit.BoundError, match="'l0.add'"):
         emit.check_bounds(G.Graph(g.nodes, w, g.meta), reference.shape_templates(g))
+
+
+def test_packing_along_the_token_axis_is_refused(binary_graph):
+    """BinarizeInt of a [d, n] tensor would need ceil(n/32) words a row, which the arena planner
+    cannot size (templates know only fixed dimensions and n): codegen refuses it by name."""
+    _, g = binary_graph
+    nodes = list(g.nodes)
+    i = next(j for j, n in enumerate(nodes) if n.name == "l0.sign")
+    nodes[i:i + 1] = [G.Node("Transpose", ["embed"], ["embed.t"], "embed.t"),
+                      G.Node("BinarizeInt", ["embed.t", "one_beta"], ["tsign"], "tsign"), nodes[i]]
+    bad = G.Graph(nodes, dict(g.weights, one_beta=np.zeros(1, np.int32)), g.meta)
+    with pytest.raises(G.GraphError, match="'tsign' \\(BinarizeInt\\): packs along an axis that grows"):
+        emit.lower(bad)
 
 
 def test_binary_graph_host_c_bit_exact(binary_graph, tmp_path):
