@@ -6,21 +6,34 @@
 #include "tinylm_fixedpoint.h"
 #include "tinylm_dsp.h"
 
+#ifdef TINYLM_DSP
+/* shifts below 33 (rare): out of line, so gcc does not hoist the int64 form into the fast loop */
+__attribute__((noinline)) static int8_t rq_int64(int32_t v, int32_t mult, int32_t shift)
+{
+    return tinylm_requantize_s32(v, mult, shift);
+}
+#endif
+
 void requantize_s32_s8(const int32_t *x, const int32_t *mult, const int32_t *shift, int32_t channels, int8_t *out, int32_t rows, int32_t cols)
 {
     int32_t i, j;
+#ifdef TINYLM_DSP
+    int32_t cs = (channels == 1) ? 0 : 1;
+    for (i = 0; i < rows; ++i) {
+        const int32_t *xr = x + i * cols, *mp = mult, *sp = shift;
+        int8_t *yr = out + i * cols;
+        for (j = 0; j < cols; ++j, mp += cs, sp += cs) {
+            int32_t s = *sp;
+            yr[j] = (s >= 33) ? (int8_t)tinylm_ssat8(tinylm_smmla(xr[j], *mp, (int32_t)1 << (s - 33)) >> (s - 32))
+                              : rq_int64(xr[j], *mp, s);
+        }
+    }
+#else
     for (i = 0; i < rows; ++i) {
         for (j = 0; j < cols; ++j) {
             int32_t c = (channels == 1) ? 0 : j;
-#ifdef TINYLM_DSP
-            int32_t s = shift[c];
-            if (s >= 33) {
-                out[i * cols + j] = (int8_t)tinylm_ssat8(
-                    tinylm_smmla(x[i * cols + j], mult[c], (int32_t)1 << (s - 33)) >> (s - 32));
-                continue;
-            }
-#endif
             out[i * cols + j] = tinylm_requantize_s32(x[i * cols + j], mult[c], shift[c]);
         }
     }
+#endif
 }
