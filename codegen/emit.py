@@ -85,7 +85,7 @@ def check_bounds(graph: Graph, shapes) -> None:
             k = graph.weights[node.inputs[1]].shape[0] if node.inputs[1] in graph.weights else graph.max_len
             b = ins[2] + min(k, graph.max_len) * ins[0] * ins[1]
         else:
-            b = binary.bound(node, 128)
+            b = binary.bound(node, 128, shapes, graph.weights)
         if b > INT32_MAX:
             raise BoundError(f"node {node.name!r} ({node.op}): accumulator bound {b} exceeds int32; "
                              "the model could overflow on the device")
@@ -135,7 +135,7 @@ def _tile_regions(graph: Graph, shapes) -> tuple[list[Region], dict]:
         others = [t for j, t in enumerate(node.inputs) if t not in rows and t not in ctx]
         if any(t not in graph.weights for t in others) or not all(row_dim_n(t) for t in rows):
             continue
-        if any(t not in shapes for t in ctx):
+        if any(t not in shapes and t not in graph.weights for t in ctx):
             continue
         info[i] = (rows, ctx)
     # a tensor read whole (context) must be complete before its readers run: its producer
@@ -323,7 +323,7 @@ def lower(graph: Graph, tile_rows: int = TILE_ROWS, fused: bool = True) -> Lower
             out.append(f"causal_dwconv_s8_s32({ref(i_[0])}, {R(i_[1])}, {R(i_[2])}, {o}, {t0}, {rows}, "
                        f"{dim_expr(d)}, {k});")
         else:  # the binary ops (codegen/binary.py); it refuses an unknown op
-            out.append(binary.call(node, shape, R, dim, graph.weights))
+            out.append(binary.call(node, shape, R, ref, dim, graph))
         return out
 
     calls = []

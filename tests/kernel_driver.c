@@ -18,7 +18,7 @@ enum {
     OP_GATHER = 0, OP_POSITION_IDS, OP_MATMUL, OP_ADD_S32, OP_REQUANTIZE, OP_ADD_S8,
     OP_LUT, OP_TRANSPOSE, OP_SOFTMAX, OP_RMSNORM, OP_ISQRT,
     OP_SEGMENT_IDS, OP_ATTENTION, OP_CAUSAL_DWCONV, OP_FULLY_CONNECTED,
-    OP_BINARIZE, OP_BINARY_MATMUL
+    OP_BINARIZE, OP_BINARY_MATMUL, OP_BINARY_MASK_MATMUL
 };
 
 #define MAX_PARAMS 16
@@ -236,12 +236,22 @@ int main(void)
             fully_connected_s8(a[0].data, a[1].data, p[4] ? a[2].data : NULL, a[3].data, a[4].data, p[3],
                                p[5] ? a[5].data : NULL, out, p[0], p[1], p[2]);
             break;
-        case OP_BINARIZE: /* rows, k, channels; x, beta */
-            NEED(3, 2);
+        case OP_BINARIZE: /* rows, k, channels, out_words; x, beta */
+            NEED(4, 2);
             expect(&a[0], 1, (int64_t)p[0] * p[1], "x");
             expect(&a[1], 4, p[2], "beta");
-            OUT(uint32_t, (int64_t)p[0] * TINYLM_B32_WORDS(p[1]));
-            binarize_s8_b32(a[0].data, a[1].data, p[2], out, p[0], p[1]);
+            if (p[3] < TINYLM_B32_WORDS(p[1])) {
+                die("out_words too small");
+            }
+            OUT(uint32_t, (int64_t)p[0] * p[3]);
+            binarize_s8_b32(a[0].data, a[1].data, p[2], out, p[0], p[1], p[3]);
+            break;
+        case OP_BINARY_MASK_MATMUL: /* m, d, words; mask, v */
+            NEED(3, 2);
+            expect(&a[0], 4, (int64_t)p[0] * p[2], "mask");
+            expect(&a[1], 4, (int64_t)p[1] * p[2], "v");
+            OUT(int32_t, (int64_t)p[0] * p[1]);
+            binary_mask_matmul_b32_s32(a[0].data, a[1].data, out, p[0], p[1], p[2]);
             break;
         case OP_BINARY_MATMUL: /* m, n, k; a (packed), w (packed) */
             NEED(3, 2);

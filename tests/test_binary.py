@@ -75,19 +75,41 @@ def test_jax_numpy_matches_numpy():
             assert pa.dtype == jnp.uint32 and np.array_equal(np.asarray(pa), ops.binarize_int(x, beta))
             dot = jax.jit(lambda a, w, k=k: ops.binary_matmul_int(a, w, k, jnp))(pa, w)
             assert np.array_equal(np.asarray(dot), ops.binary_matmul_int(ops.binarize_int(x, beta), w, k))
+            mk = jax.jit(lambda x, b, k=k: ops.binarize_int(x, b, jnp, words=words(k) + 2))(x, beta)
+            ctx = jax.jit(lambda m, v: ops.binary_mask_matmul_int(m, v, jnp))(mk, np.pad(w, [(0, 0), (0, 2)]))
+            want = ops.binary_mask_matmul_int(ops.binarize_int(x, beta, words=words(k) + 2), np.pad(w, [(0, 0), (0, 2)]))
+            assert np.array_equal(np.asarray(ctx), want)
 
 
 # ----------------------------------------------------------------------------- C kernels, host
 
 @CASES
-@given(st.data(), st.integers(1, 6), K, st.booleans())
-def test_binarize_kernel(driver, data, rows, k, per_channel):  # noqa: F811
+@given(st.data(), st.integers(1, 6), K, st.booleans(), st.sampled_from([0, 0, 1, 3]))
+def test_binarize_kernel(driver, data, rows, k, per_channel, extra):  # noqa: F811
     x = data.draw(hnp.arrays(np.int8, (rows, k), elements=S8))
     ch = k if per_channel else 1
     beta = data.draw(hnp.arrays(np.int32, (ch,), elements=st.one_of(
         st.integers(-2**31, 2**31 - 1), st.integers(-130, 130), st.sampled_from([-2**31, 2**31 - 1, 0]))))
-    got = np.frombuffer(driver.run("binarize", [rows, k, ch], [x, beta]), np.uint32).reshape(rows, words(k))
-    check(got, ops.binarize_int(x, beta))
+    got = np.frombuffer(driver.run("binarize", [rows, k, ch, words(k) + extra], [x, beta]), np.uint32)
+    check(got.reshape(rows, words(k) + extra), ops.binarize_int(x, beta, words=words(k) + extra))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data(), st.integers(1, 4), st.integers(1, 5), st.integers(1, 80))
+def test_binary_mask_matmul_is_the_masked_sum(data, m, d, n):
+    p = data.draw(hnp.arrays(np.int8, (m, n), elements=S8))
+    v = data.draw(hnp.arrays(np.int8, (n, d), elements=S8))
+    mask = ops.binarize_int(p, np.array([-3], np.int32), words=words(n) + 1)
+    vt = ops.binarize_int(np.ascontiguousarray(v.T), np.zeros(1, np.int32), words=words(n) + 1)
+    assert (ops.binary_mask_matmul_int(mask, vt) == (p.astype(int) >= 3) @ signs(v, 0)).all()
+
+
+@CASES
+@given(st.data(), st.integers(1, 5), st.integers(1, 9), st.one_of(st.integers(1, 8), st.sampled_from([31, 32, 62, 70])))
+def test_binary_mask_matmul_kernel(driver, data, m, d, w):  # noqa: F811
+    mask, v = data.draw(u32_array((m, w))), data.draw(u32_array((d, w)))
+    got = np.frombuffer(driver.run("binary_mask_matmul", [m, d, w], [mask, v]), np.int32).reshape(m, d)
+    check(got, ops.binary_mask_matmul_int(mask, v))
 
 
 @CASES
@@ -109,6 +131,11 @@ def _extremes():
 
 
 def test_binary_kernels_extremes(driver):  # noqa: F811
+    for w in (1, 31, 32, 62, 63, 128):     # all ones: +32 w; against zeros: -32 w
+        ones, zeros = np.full((2, w), 0xFFFFFFFF, np.uint32), np.zeros((3, w), np.uint32)
+        for mask, v in ((ones, ones[:1]), (ones, zeros), (zeros, ones)):
+            got = np.frombuffer(driver.run("binary_mask_matmul", [len(mask), len(v), w], [mask, v]), np.int32)
+            check(got.reshape(len(mask), len(v)), ops.binary_mask_matmul_int(mask, v))
     for k, a, w in _extremes():
         got = np.frombuffer(driver.run("binary_matmul", [3, 3, k], [a, w]), np.int32).reshape(3, 3)
         check(got, ops.binary_matmul_int(a, w, k))
@@ -116,7 +143,7 @@ def test_binary_kernels_extremes(driver):  # noqa: F811
     for x in (np.full((2, 33), -128, np.int8), np.full((2, 33), 127, np.int8), np.zeros((1, 1), np.int8)):
         for beta in (np.array([128], np.int32), np.array([-128], np.int32), np.array([127], np.int32),
                      np.array([-2**31], np.int32), np.array([2**31 - 1], np.int32)):
-            got = np.frombuffer(driver.run("binarize", [x.shape[0], x.shape[1], 1], [x, beta]), np.uint32)
+            got = np.frombuffer(driver.run("binarize", [x.shape[0], x.shape[1], 1, words(x.shape[1])], [x, beta]), np.uint32)
             check(got.reshape(x.shape[0], -1), ops.binarize_int(x, beta))
 
 
@@ -144,6 +171,8 @@ def test_binary_kernels_on_qemu_m4(m4_server):
             cases.append((k, rng.integers(0, 2**32, (m, words(k)), dtype=np.uint64).astype(np.uint32),
                           rng.integers(0, 2**32, (n, words(k)), dtype=np.uint64).astype(np.uint32)))
     for k, a, w in cases:
+        _, raw = m4_server.run("binary_mask_matmul", [a.shape[0], w.shape[0], a.shape[1]], [a, w])
+        check(np.frombuffer(raw, np.int32).reshape(a.shape[0], w.shape[0]), ops.binary_mask_matmul_int(a, w))
         _, raw = m4_server.run("binary_matmul", [a.shape[0], w.shape[0], k], [a, w])
         check(np.frombuffer(raw, np.int32).reshape(a.shape[0], w.shape[0]), ops.binary_matmul_int(a, w, k))
     edges = np.array([2**31 - 1, -2**31, 128, 127, -128, -129, 255, 256, -256, -257, 0], np.int32)
@@ -152,11 +181,11 @@ def test_binary_kernels_on_qemu_m4(m4_server):
         x[0, :3] = [-128, 127, 0][:k]
         beta = rng.integers(-300, 300, ch).astype(np.int32)
         beta[: min(ch, 11)] = edges[: min(ch, 11)] if ch > 1 else rng.choice(edges)
-        _, raw = m4_server.run("binarize", [rows, k, ch], [x, beta])
-        check(np.frombuffer(raw, np.uint32).reshape(rows, words(k)), ops.binarize_int(x, beta))
+        _, raw = m4_server.run("binarize", [rows, k, ch, words(k) + 1], [x, beta])
+        check(np.frombuffer(raw, np.uint32).reshape(rows, words(k) + 1), ops.binarize_int(x, beta, words=words(k) + 1))
 
 
-@pytest.mark.parametrize("kernel", ["binary_matmul_b32_s32", "binarize_s8_b32"])
+@pytest.mark.parametrize("kernel", ["binary_matmul_b32_s32", "binarize_s8_b32", "binary_mask_matmul_b32_s32"])
 def test_m4_build_calls_no_libgcc_popcount(tmp_path, kernel):
     """No __popcountsi2 (nor any other call) in the Cortex-M4 object: the SWAR stays inline."""
     _need_arm()
@@ -175,12 +204,14 @@ def test_m4_build_calls_no_libgcc_popcount(tmp_path, kernel):
 # ----------------------------------------------------------------------------- graph + codegen
 
 EXP = np.round(65535.0 * np.exp(-np.arange(512) / 32.0)).astype(np.uint16)
-V, L, LABELS = 300, 24, ["a", "b", "c"]
+V, L, LABELS = 300, 40, ["a", "b", "c"]
 
 
 def binary_graph_model(seed: int = 0):
     """ids -> embedding -> [BinarizeInt -> BinaryMatMulInt (-> Add) -> Requantize] x 3 (k = 70, 48, 64:
-    two partial last words, one exact) -> the [CLS] row attends over all rows -> int8 head -> logits."""
+    two partial last words, one exact) -> binary attention (scores of packed rows, SoftmaxInt, mask
+    = BinarizeInt(p - 3) in 2 words, values packed along tokens, BinaryMaskMatMulInt) -> the [CLS]
+    row attends over all rows (AttentionInt) -> int8 head -> logits."""
     rng = np.random.default_rng(seed)
     b = G.GraphBuilder()
     h = b.op("Gather", [b.const("emb", rng.integers(-128, 128, (V, 70)).astype(np.int8)), G.INPUT], "embed")
@@ -196,6 +227,16 @@ def binary_graph_model(seed: int = 0):
         mult = rng.integers(2**30, 2**31 - 1, ch).astype(np.int32)
         h = b.op("Requantize", [acc, b.const(f"l{i}.m", mult), b.const(f"l{i}.s", np.full(ch, 34, np.int32))],
                  f"l{i}.rq")
+    W = -(-L // 32)
+    q = b.op("BinarizeInt", [h, b.const("att.beta", np.array([1], np.int32))], "att.q")
+    sc = b.op("BinaryMatMulInt", [q, q], "att.scores", k=40)
+    p = b.op("SoftmaxInt", [sc, b.const("att.exp", EXP)], "att.p", multiplier=1 << 30, shift=30)
+    vt = b.op("BinarizeInt", [b.op("Transpose", [h], "att.vt8"), b.const("att.vbeta", np.zeros(1, np.int32))],
+              "att.vt", words=W)
+    mask = b.op("BinarizeInt", [p, b.const("att.t", np.array([-3], np.int32))], "att.mask", words=W)
+    ctx = b.op("BinaryMaskMatMulInt", [mask, vt], "att.ctx")
+    h = b.op("Requantize", [ctx, b.const("att.m", np.array([1 << 30], np.int32)), b.const("att.s", np.array([31], np.int32))],
+             "att.rq")
     cls = b.op("Gather", [h, b.const("cls_index", np.array([0], np.int32))], "cls")
     att = b.op("AttentionInt", [cls, h, b.const("exp", EXP)], "att", multiplier=1 << 30, shift=32,
                out_multiplier=1 << 30, out_shift=31)
@@ -214,7 +255,7 @@ def binary_graph(tmp_path_factory):
 
 def inputs_at_lengths():
     rng = np.random.default_rng(3)
-    return [list(rng.integers(0, V, n)) for n in (1, 2, 3, 7, 16, L - 1, L)]
+    return [list(rng.integers(0, V, n)) for n in (1, 2, 3, 7, 16, 31, 32, 33, L - 1, L)]
 
 
 def test_binary_graph_loads_and_uses_uint32(binary_graph):

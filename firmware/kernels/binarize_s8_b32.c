@@ -1,7 +1,7 @@
 /* binarize_s8_b32 -- twin of tinylm.graph.ops.binarize_int (ai.tinylm.BinarizeInt).
- * x[rows, k] int8 -> out[rows, ceil(k/32)] uint32: bit j of word w is 1 iff
- * x[32w + j] + beta[c] >= 0 (c = 0 per tensor, channels == 1, or the column, channels == k);
- * LSB first; the padding bits of a partial last word are 0.
+ * x[rows, k] int8 -> out[rows, out_words] uint32 (out_words >= ceil(k/32)): bit j of word w is 1
+ * iff x[32w + j] + beta[c] >= 0 (c = 0 per tensor, channels == 1, or the column, channels == k);
+ * LSB first; the padding bits of a partial last word and any words past ceil(k/32) are 0.
  * beta is clamped to [-256, 255] (one SSAT #9 on Armv7-M and later): for int8 x that gives the same
  * sign as the exact sum (beta >= 128: always >= 0; beta <= -129: always < 0), and the int32 add
  * cannot overflow. Each value's sign bit (bit 31 of x + beta: 1 when negative) is shifted in
@@ -21,14 +21,14 @@ static inline int32_t clamp_beta(int32_t b)
 }
 
 void binarize_s8_b32(const int8_t *x, const int32_t *beta, int32_t channels, uint32_t *out,
-                     int32_t rows, int32_t k)
+                     int32_t rows, int32_t k, int32_t out_words)
 {
     const int32_t words = TINYLM_B32_WORDS(k);
     const int32_t b0 = clamp_beta(beta[0]);
     int32_t i, w, j;
     for (i = 0; i < rows; ++i) {
         const int8_t *xr = x + i * k;
-        uint32_t *o = out + i * words;
+        uint32_t *o = out + i * out_words;
         for (w = 0; w < words; ++w) {
             const int32_t c0 = w * 32, len = (k - c0 < 32) ? (k - c0) : 32;
             uint32_t acc = 0;
@@ -42,6 +42,9 @@ void binarize_s8_b32(const int8_t *x, const int32_t *beta, int32_t channels, uin
                 }
             }
             o[w] = ~acc >> (32 - len);
+        }
+        for (; w < out_words; ++w) {
+            o[w] = 0;
         }
     }
 }

@@ -69,14 +69,21 @@ void causal_dwconv_s8_s32(const int8_t *x, const int8_t *w, const int32_t *bias,
  * bit c % 32 (LSB first); bit 1 = +1, bit 0 = -1; a partial last word is padded with 0 bits. ---- */
 #define TINYLM_B32_WORDS(k) (((k) + 31) / 32)
 
-/* tinylm.graph.ops.binarize_int: out[rows, TINYLM_B32_WORDS(k)] = sign bits of x[rows,k] + beta
- * (bit 1 iff x + beta >= 0); beta int32, channels = 1 (per tensor) or k (per column). */
+/* tinylm.graph.ops.binarize_int: out[rows, out_words] = sign bits of x[rows,k] + beta (bit 1 iff
+ * x + beta >= 0), out_words >= TINYLM_B32_WORDS(k), the words past it 0; beta int32, channels = 1
+ * (per tensor) or k (per column). */
 void binarize_s8_b32(const int8_t *x, const int32_t *beta, int32_t channels, uint32_t *out,
-                     int32_t rows, int32_t k);
+                     int32_t rows, int32_t k, int32_t out_words);
 
 /* tinylm.graph.ops.binary_matmul_int: out[m,n] = k - 2 popcount(a[i] ^ w[j]) over the k real bits of
  * the packed rows a[m, W], w[n, W] (W = TINYLM_B32_WORDS(k)); padding bits are masked. SWAR popcount. */
 void binary_matmul_b32_s32(const uint32_t *a, const uint32_t *w, int32_t *out, int32_t m, int32_t n, int32_t k);
+
+/* tinylm.graph.ops.binary_mask_matmul_int: binary attention's context, out[m,d] =
+ * 2 popcount(mask[i] & v[c]) - popcount(mask[i]) over all 32 words bits of mask[m, words] ({0,1},
+ * padding 0) and v[d, words] (+-1 values packed along the key axis). */
+void binary_mask_matmul_b32_s32(const uint32_t *mask, const uint32_t *v, int32_t *out, int32_t m, int32_t d,
+                                int32_t words);
 
 #ifdef __cplusplus
 }

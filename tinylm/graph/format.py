@@ -50,6 +50,7 @@ OPS = {
     # binary (BiPFT-style): bit-packed uint32 operands, 32 values per word (ops.binarize_int)
     "BinarizeInt": (DOMAIN, 2, ()),
     "BinaryMatMulInt": (DOMAIN, 2, ("k",)),
+    "BinaryMaskMatMulInt": (DOMAIN, 2, ()),
 }
 
 # The documented domain of every integer attribute (tinylm/graph/ops.py docstrings): outside it
@@ -65,6 +66,7 @@ ATTR_RANGES = {
     "RMSNormInt": {"multiplier": _M31, "shift": _SHIFT},
     "AttentionInt": {"multiplier": _M31, "shift": _SHIFT, "out_multiplier": _M31, "out_shift": _SHIFT},
     "BinaryMatMulInt": {"k": (1, 2 ** 31 - 1, "1..2**31-1")},
+    "BinarizeInt": {"words": (1, 2 ** 26, "1..2**26")},
 }
 # Token ids travel as little-endian uint16 (docs/protocol.md), so V <= 65536; SoftmaxInt's uint32
 # sum needs rows of < 65537 columns, which bounds L the same way.

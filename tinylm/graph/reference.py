@@ -135,7 +135,10 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         _expect(node, beta, np.int32, 1, "beta")
         if beta.shape[0] not in (1, x.shape[1]):
             raise GraphError(f"node {node.name!r} (BinarizeInt): beta length {beta.shape[0]} must be 1 or {x.shape[1]}")
-        return ops.binarize_int(x, beta)
+        words = a.get("words")
+        if words is not None and words < ops.packed_words(x.shape[1]):
+            raise GraphError(f"node {node.name!r} (BinarizeInt): words = {words} cannot hold {x.shape[1]} values")
+        return ops.binarize_int(x, beta, words=words)
     if op == "BinaryMatMulInt":
         x, w = args
         _expect(node, x, np.uint32, 2, "A (packed)")
@@ -145,6 +148,13 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
             raise GraphError(f"node {node.name!r} (BinaryMatMulInt): k = {a['k']} needs {words} words per row, "
                              f"got A {x.shape} and B {w.shape}")
         return ops.binary_matmul_int(x, w, a["k"])
+    if op == "BinaryMaskMatMulInt":
+        mk, v = args
+        _expect(node, mk, np.uint32, 2, "mask (packed)")
+        _expect(node, v, np.uint32, 2, "values (packed)")
+        if mk.shape[1] != v.shape[1]:
+            raise GraphError(f"node {node.name!r} (BinaryMaskMatMulInt): packed widths differ, {mk.shape} x {v.shape}")
+        return ops.binary_mask_matmul_int(mk, v)
     raise GraphError(f"node {node.name!r}: unsupported op {op}")
 
 

@@ -27,7 +27,7 @@ BOARDS = ["qemu-m4", "qemu-m7", "qemu-m33", "qemu-m55"]
 # op numbers of tests/kernel_driver.c, which the server shares
 OPS = {"matmul": 2, "add_s32": 3, "requantize": 4, "add_s8": 5, "lut": 6, "softmax": 8,
        "rmsnorm": 9, "attention": 12, "causal_dwconv": 13, "fully_connected": 14, "binarize": 15,
-       "binary_matmul": 16}
+       "binary_matmul": 16, "binary_mask_matmul": 17}
 
 
 class KernelMismatch(AssertionError):
@@ -156,7 +156,7 @@ def cases(seed: int = 0) -> list[Case]:
                         [pa, pw], ops.binary_matmul_int(pa, pw, 128), m * 128 * 128))
     xb = rng.integers(-128, 128, (8, 128), dtype=np.int8)
     beta = rng.integers(-8, 8, 128).astype(np.int32)
-    out.append(Case("binarize_s8_b32", "8 x 128, per channel", "binarize", [8, 128, 128], [xb, beta],
+    out.append(Case("binarize_s8_b32", "8 x 128, per channel", "binarize", [8, 128, 128, 4], [xb, beta],
                     ops.binarize_int(xb, beta), 8 * 128, "element"))
     return out
 
