@@ -154,6 +154,11 @@ def cases(seed: int = 0) -> list[Case]:
         pw = ops.binarize_int(rng.integers(-128, 128, (128, 128), dtype=np.int8), np.zeros(1, np.int32))
         out.append(Case("binary_matmul_b32_s32", f"128->128, {m} rows", "binary_matmul", [m, 128, 128],
                         [pa, pw], ops.binary_matmul_int(pa, pw, 128), m * 128 * 128))
+    # binary attention's context: 32 query rows, a {0,1} mask over 128 keys x 128 value channels
+    mk = rng.integers(0, 2**32, (32, 4), dtype=np.uint64).astype(np.uint32)
+    vt = rng.integers(0, 2**32, (128, 4), dtype=np.uint64).astype(np.uint32)
+    out.append(Case("binary_mask_matmul_b32_s32", "L=128, d=128, 32 rows", "binary_mask_matmul", [32, 128, 4],
+                    [mk, vt], ops.binary_mask_matmul_int(mk, vt), 32 * 128 * 128))
     xb = rng.integers(-128, 128, (8, 128), dtype=np.int8)
     beta = rng.integers(-8, 8, 128).astype(np.int32)
     out.append(Case("binarize_s8_b32", "8 x 128, per channel", "binarize", [8, 128, 128, 4], [xb, beta],
