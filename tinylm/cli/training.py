@@ -1,4 +1,5 @@
-"""CLI commands of the EmbBERT area: tokenizer, pretrain, finetune, bench."""
+"""`tinylm` training commands: tokenizer, pretrain, finetune, baseline, bench (EmbBERT and the
+bag-of-words bar) and train (the spine's small transformer). Float models need the `train` extra."""
 from __future__ import annotations
 
 import json
@@ -10,17 +11,11 @@ from typing import List, Optional
 import typer
 
 
-def _progress():
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    disable=not sys.stderr.isatty())
+from tinylm.cli.common import console, fail, progress
 
 
 def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+    fail(msg, 2)          # 2: as the training commands always exited on bad input
 
 
 def _with_init(model: str, init: Optional[str]):
@@ -33,215 +28,212 @@ def _with_init(model: str, init: Optional[str]):
     return dict(get_config(model), init=init)
 
 
-def register(app: typer.Typer) -> None:
+def tokenizer_cmd(
+    corpus: List[Path] = typer.Option(None, help="Corpus files or directories (*.txt, *.txt.gz); "
+                                      "default: <data dir>/corpus"),
+    vocab: int = typer.Option(8192, help="Vocabulary size (specials [PAD] [UNK] [CLS] [MASK] [SEP] = 0..4)."),
+    out: Path = typer.Option(..., help="Where to write the tokenizer JSON."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
+):
+    """Train the BPE tokenizer (lower-cased, accents stripped, whitespace pre-tokenizer)."""
+    from tinylm.tokenizer import corpus_lines, train_tokenizer
+    from tinynlp_data import DataError, find_data_dir
+    try:
+        paths = corpus or [find_data_dir(data_dir) / "corpus"]
+    except DataError as e:
+        _fail(str(e))
+    t0 = time.time()
+    tok = train_tokenizer(corpus_lines(paths), vocab)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out))
+    typer.echo(f"{out}: {tok.get_vocab_size()} tokens in {time.time() - t0:.1f} s")
 
-    @app.command("tokenizer")
-    def tokenizer_cmd(
-        corpus: List[Path] = typer.Option(None, help="Corpus files or directories (*.txt, *.txt.gz); "
-                                          "default: <data dir>/corpus"),
-        vocab: int = typer.Option(8192, help="Vocabulary size (specials [PAD] [UNK] [CLS] [MASK] [SEP] = 0..4)."),
-        out: Path = typer.Option(..., help="Where to write the tokenizer JSON."),
-        data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
-    ):
-        """Train the BPE tokenizer (lower-cased, accents stripped, whitespace pre-tokenizer)."""
-        from tinylm.tokenizer import corpus_lines, train_tokenizer
-        from tinynlp_data import DataError, find_data_dir
-        try:
-            paths = corpus or [find_data_dir(data_dir) / "corpus"]
-        except DataError as e:
-            _fail(str(e))
-        t0 = time.time()
-        tok = train_tokenizer(corpus_lines(paths), vocab)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tok.save(str(out))
-        typer.echo(f"{out}: {tok.get_vocab_size()} tokens in {time.time() - t0:.1f} s")
 
-    @app.command("pretrain")
-    def pretrain_cmd(
-        model: str = typer.Option("embbert", help="Model config: embbert, embbert-tiny, embbert-nano, bert."),
-        init: Optional[str] = typer.Option(None, help="Override the config's init: delta (the "
-                                           "configs' default) or flax (the old one)."),
-        out: Path = typer.Option(..., help="Run directory (checkpoint, tokenizer, log)."),
-        steps: int = typer.Option(10_000, help="Total optimizer steps."),
-        seq_len: int = typer.Option(128, help="Sequence length (<= the model's max_len 256)."),
-        batch_size: int = typer.Option(32),
-        lr: float = typer.Option(5e-4, help="AdamW peak learning rate (linear warm-up, then constant)."),
-        warmup: int = typer.Option(200),
-        weight_decay: float = typer.Option(0.05),
-        nsp: bool = typer.Option(True, help="Add next-sentence prediction to masked-LM."),
-        seed: int = typer.Option(0),
-        minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this wall time."),
-        ckpt_every: int = typer.Option(200, help="Checkpoint every N steps."),
-        tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer JSON (default models/tokenizer-<vocab>.json)."),
-        corpus: List[Path] = typer.Option(None, help="Corpus files/dirs (default <data dir>/corpus)."),
-        data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
-        resume: bool = typer.Option(False, help="Continue from OUT/ckpt.msgpack (exactly)."),
-        json_out: bool = typer.Option(False, "--json", help="Print the final record as JSON."),
-    ):
-        """Masked-LM (+NSP) pretraining. Ctrl-C stops cleanly and keeps the last checkpoint."""
-        from tinylm.train.pretrain import PretrainConfig, PretrainError, pretrain
-        from tinylm.models.embbert import CheckpointMismatch
-        from tinynlp_data import DataError, find_data_dir
-        cfg = PretrainConfig(model=_with_init(model, init), seq_len=seq_len, batch_size=batch_size, steps=steps, lr=lr,
-                             warmup=warmup, weight_decay=weight_decay, nsp=nsp, seed=seed,
-                             ckpt_every=ckpt_every, max_minutes=minutes)
-        try:
-            paths = corpus or [find_data_dir(data_dir) / "corpus"]
-            with _progress() as prog:
-                task = prog.add_task("pretrain", total=steps, info="")
+def pretrain_cmd(
+    model: str = typer.Option("embbert", help="Model config: embbert, embbert-tiny, embbert-nano, bert."),
+    init: Optional[str] = typer.Option(None, help="Override the config's init: delta (the "
+                                       "configs' default) or flax (the old one)."),
+    out: Path = typer.Option(..., help="Run directory (checkpoint, tokenizer, log)."),
+    steps: int = typer.Option(10_000, help="Total optimizer steps."),
+    seq_len: int = typer.Option(128, help="Sequence length (<= the model's max_len 256)."),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(5e-4, help="AdamW peak learning rate (linear warm-up, then constant)."),
+    warmup: int = typer.Option(200),
+    weight_decay: float = typer.Option(0.05),
+    nsp: bool = typer.Option(True, help="Add next-sentence prediction to masked-LM."),
+    seed: int = typer.Option(0),
+    minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this wall time."),
+    ckpt_every: int = typer.Option(200, help="Checkpoint every N steps."),
+    tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer JSON (default models/tokenizer-<vocab>.json)."),
+    corpus: List[Path] = typer.Option(None, help="Corpus files/dirs (default <data dir>/corpus)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
+    resume: bool = typer.Option(False, help="Continue from OUT/ckpt.msgpack (exactly)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the final record as JSON."),
+):
+    """Masked-LM (+NSP) pretraining. Ctrl-C stops cleanly and keeps the last checkpoint."""
+    from tinylm.train.pretrain import PretrainConfig, PretrainError, pretrain
+    from tinylm.models.embbert import CheckpointMismatch
+    from tinynlp_data import DataError, find_data_dir
+    cfg = PretrainConfig(model=_with_init(model, init), seq_len=seq_len, batch_size=batch_size, steps=steps, lr=lr,
+                         warmup=warmup, weight_decay=weight_decay, nsp=nsp, seed=seed,
+                         ckpt_every=ckpt_every, max_minutes=minutes)
+    try:
+        paths = corpus or [find_data_dir(data_dir) / "corpus"]
+        with progress() as prog:
+            task = prog.add_task("pretrain", total=steps, info="")
 
-                def on_log(r):
-                    prog.update(task, completed=r["step"],
-                                info=f"loss {r['loss']:.3f} mlm-acc {r['mlm_acc']:.3f} "
-                                     f"{r['tokens_per_s']:.0f} tok/s")
-                    if not sys.stderr.isatty():
-                        print(json.dumps(r), flush=True)
-                last = pretrain(out, cfg, corpus=paths, tokenizer=tokenizer, resume=resume, on_log=on_log)
-        except (PretrainError, CheckpointMismatch, DataError, KeyError) as e:
-            _fail(str(e).strip("'\""))
-        except KeyboardInterrupt:
-            typer.echo(f"interrupted: checkpoint kept in {out}/ckpt.msgpack (resume with --resume)", err=True)
-            raise typer.Exit(130)
-        typer.echo(json.dumps(last) if json_out else
-                   f"{out}: step {last['step']}, {last['tokens']:,} tokens")
+            def on_log(r):
+                prog.update(task, completed=r["step"],
+                            info=f"loss {r['loss']:.3f} mlm-acc {r['mlm_acc']:.3f} "
+                                 f"{r['tokens_per_s']:.0f} tok/s")
+                if not sys.stderr.isatty():
+                    print(json.dumps(r), flush=True)
+            last = pretrain(out, cfg, corpus=paths, tokenizer=tokenizer, resume=resume, on_log=on_log)
+    except (PretrainError, CheckpointMismatch, DataError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: checkpoint kept in {out}/ckpt.msgpack (resume with --resume)", err=True)
+        raise typer.Exit(130)
+    typer.echo(json.dumps(last) if json_out else
+               f"{out}: step {last['step']}, {last['tokens']:,} tokens")
 
-    @app.command("finetune")
-    def finetune_cmd(
-        pre: Optional[Path] = typer.Argument(None, help="Pretraining run directory (or models/embbert-pre); "
-                                             "omit with --from-scratch or --resume."),
-        task: str = typer.Option(..., help="Task name (TinyNLP or GLUE)."),
-        out: Path = typer.Option(..., help="Output run directory (run.json, tokenizer.json, params.msgpack, "
-                                 "ckpt.msgpack, log.jsonl)."),
-        from_scratch: bool = typer.Option(False, help="No pretraining: a fresh init of --model."),
-        model: str = typer.Option("embbert", help="Model config for --from-scratch."),
-        init: Optional[str] = typer.Option(None, help="Override the config's init for --from-scratch: "
-                                           "delta (the configs' default) or flax (the old one)."),
-        tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer for --from-scratch (default "
-                                                 "models/tokenizer-<vocab>.json)."),
-        epochs: int = typer.Option(30, help="Maximum number of epochs (early stopping usually ends sooner)."),
-        patience: int = typer.Option(3, help="Stop after this many epochs without a better validation "
-                                     "score (0: never)."),
-        batch_size: int = typer.Option(32),
-        lr: float = typer.Option(5e-4),
-        weight_decay: float = typer.Option(0.05),
-        max_len: int = typer.Option(128, help="Token budget per example, [CLS] and [SEP] included."),
-        seed: int = typer.Option(0),
-        max_train: Optional[int] = typer.Option(None, help="Use at most this many training examples."),
-        minutes: Optional[float] = typer.Option(None, help="Wall-time cap: stop and finish with the best "
-                                                "epoch so far (not resumable)."),
-        time_budget: Optional[float] = typer.Option(None, help="Minutes: write a checkpoint and stop; "
-                                                    "continue later with --resume."),
-        resume: bool = typer.Option(False, help="Continue OUT from its checkpoint (exactly)."),
-        log_every: int = typer.Option(50, help="A progress line every N steps (and one per epoch)."),
-        data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
-        json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    ):
-        """Finetune EmbBERT on one task (pretrained or from scratch); early stopping on validation.
 
-        Progress goes to OUT/log.jsonl and, when stderr is not a terminal, to stderr as lines."""
-        from tinylm.train.finetune import FinetuneConfig, FinetuneError, finetune
-        from tinylm.models.embbert import CheckpointMismatch
-        from tinynlp_data import DataError
-        if pre is None and not (from_scratch or resume):
-            _fail("give a pretraining run directory, --from-scratch, or --resume")
-        if pre is not None and from_scratch:
-            _fail("--from-scratch takes no pretraining directory")
-        cfg = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                             max_len=max_len, seed=seed, max_train=max_train, max_minutes=minutes,
-                             patience=patience or None, time_budget=time_budget, log_every=log_every)
-        try:
-            with _progress() as prog:
-                bar = prog.add_task(task, total=None, info="")
+def finetune_cmd(
+    pre: Optional[Path] = typer.Argument(None, help="Pretraining run directory (or models/embbert-pre); "
+                                         "omit with --from-scratch or --resume."),
+    task: str = typer.Option(..., help="Task name (TinyNLP or GLUE)."),
+    out: Path = typer.Option(..., help="Output run directory (run.json, tokenizer.json, params.msgpack, "
+                             "ckpt.msgpack, log.jsonl)."),
+    from_scratch: bool = typer.Option(False, help="No pretraining: a fresh init of --model."),
+    model: str = typer.Option("embbert", help="Model config for --from-scratch."),
+    init: Optional[str] = typer.Option(None, help="Override the config's init for --from-scratch: "
+                                       "delta (the configs' default) or flax (the old one)."),
+    tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer for --from-scratch (default "
+                                             "models/tokenizer-<vocab>.json)."),
+    epochs: int = typer.Option(30, help="Maximum number of epochs (early stopping usually ends sooner)."),
+    patience: int = typer.Option(3, help="Stop after this many epochs without a better validation "
+                                 "score (0: never)."),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(5e-4),
+    weight_decay: float = typer.Option(0.05),
+    max_len: int = typer.Option(128, help="Token budget per example, [CLS] and [SEP] included."),
+    seed: int = typer.Option(0),
+    max_train: Optional[int] = typer.Option(None, help="Use at most this many training examples."),
+    minutes: Optional[float] = typer.Option(None, help="Wall-time cap: stop and finish with the best "
+                                            "epoch so far (not resumable)."),
+    time_budget: Optional[float] = typer.Option(None, help="Minutes: write a checkpoint and stop; "
+                                                "continue later with --resume."),
+    resume: bool = typer.Option(False, help="Continue OUT from its checkpoint (exactly)."),
+    log_every: int = typer.Option(50, help="A progress line every N steps (and one per epoch)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Finetune EmbBERT on one task (pretrained or from scratch); early stopping on validation.
 
-                def on_log(r):
-                    prog.update(bar, total=r["total"], completed=r["done"], info=r["info"])
-                    if not sys.stderr.isatty():     # nohup / CI: one line per record instead of a bar
-                        print(time.strftime("%H:%M:%S"), task, r["info"], file=sys.stderr, flush=True)
-                res = finetune(None if from_scratch else pre, task, out, cfg, data_dir=data_dir,
-                               on_log=on_log, resume=resume, model=_with_init(model, init),
-                               tokenizer=tokenizer)
-        except (FinetuneError, CheckpointMismatch, DataError, KeyError) as e:
-            _fail(str(e).strip("'\""))
-        except KeyboardInterrupt:
-            typer.echo(f"interrupted: {out}/ckpt.msgpack holds the last finished epoch (--resume)", err=True)
-            raise typer.Exit(130)
-        state = "" if res["complete"] else ", unfinished: continue with --resume"
-        typer.echo(json.dumps(res) if json_out else
-                   f"{out}: {task} validation {res['metric']} {res['score']:.4f} "
-                   f"(epoch {res['best_epoch']} of {res['epochs_run']}, stop: {res['stop_reason']}, "
-                   f"{res['wall_s']:.0f} s{state})")
+    Progress goes to OUT/log.jsonl and, when stderr is not a terminal, to stderr as lines."""
+    from tinylm.train.finetune import FinetuneConfig, FinetuneError, finetune
+    from tinylm.models.embbert import CheckpointMismatch
+    from tinynlp_data import DataError
+    if pre is None and not (from_scratch or resume):
+        _fail("give a pretraining run directory, --from-scratch, or --resume")
+    if pre is not None and from_scratch:
+        _fail("--from-scratch takes no pretraining directory")
+    cfg = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         max_len=max_len, seed=seed, max_train=max_train, max_minutes=minutes,
+                         patience=patience or None, time_budget=time_budget, log_every=log_every)
+    try:
+        with progress() as prog:
+            bar = prog.add_task(task, total=None, info="")
 
-    @app.command("baseline")
-    def baseline_cmd(
-        task: Optional[str] = typer.Option(None, help="Task, or comma-separated tasks (default: all of --suite)."),
-        suite: str = typer.Option("tinynlp", help="tinynlp or glue."),
-        data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
-        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
-        hashed_ngrams: str = typer.Option("1,2", help="n-gram range of the hashed variant, e.g. 1,1."),
-    ):
-        """Bag-of-words baselines (TF-IDF and hashed-4096 + logistic regression), validation split."""
-        from tinylm.extras import MissingExtra
-        from tinylm.train.baseline import run_task, table
-        from tinynlp_data import GLUE, TINYNLP, DataError, get_task
-        try:
-            names = {"tinynlp": TINYNLP, "glue": GLUE}.get(suite)
-            if names is None:
-                raise ValueError(f"unknown suite {suite!r}; known: tinynlp, glue")
-            if task:
-                names = task.split(",")
-                for n in names:
-                    get_task(n)
-            ng = tuple(int(v) for v in hashed_ngrams.split(","))
-            if len(ng) != 2 or not 1 <= ng[0] <= ng[1]:
-                raise ValueError(f"--hashed-ngrams {hashed_ngrams!r}: expected MIN,MAX, e.g. 1,2")
-            rows = []
+            def on_log(r):
+                prog.update(bar, total=r["total"], completed=r["done"], info=r["info"])
+                if not sys.stderr.isatty():     # nohup / CI: one line per record instead of a bar
+                    print(time.strftime("%H:%M:%S"), task, r["info"], file=sys.stderr, flush=True)
+            res = finetune(None if from_scratch else pre, task, out, cfg, data_dir=data_dir,
+                           on_log=on_log, resume=resume, model=_with_init(model, init),
+                           tokenizer=tokenizer)
+    except (FinetuneError, CheckpointMismatch, DataError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {out}/ckpt.msgpack holds the last finished epoch (--resume)", err=True)
+        raise typer.Exit(130)
+    state = "" if res["complete"] else ", unfinished: continue with --resume"
+    typer.echo(json.dumps(res) if json_out else
+               f"{out}: {task} validation {res['metric']} {res['score']:.4f} "
+               f"(epoch {res['best_epoch']} of {res['epochs_run']}, stop: {res['stop_reason']}, "
+               f"{res['wall_s']:.0f} s{state})")
+
+
+def baseline_cmd(
+    task: Optional[str] = typer.Option(None, help="Task, or comma-separated tasks (default: all of --suite)."),
+    suite: str = typer.Option("tinynlp", help="tinynlp or glue."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    hashed_ngrams: str = typer.Option("1,2", help="n-gram range of the hashed variant, e.g. 1,1."),
+):
+    """Bag-of-words baselines (TF-IDF and hashed-4096 + logistic regression), validation split."""
+    from tinylm.extras import MissingExtra
+    from tinylm.train.baseline import run_task, table
+    from tinynlp_data import GLUE, TINYNLP, DataError, get_task
+    try:
+        names = {"tinynlp": TINYNLP, "glue": GLUE}.get(suite)
+        if names is None:
+            raise ValueError(f"unknown suite {suite!r}; known: tinynlp, glue")
+        if task:
+            names = task.split(",")
             for n in names:
-                r = run_task(n, data_dir, hashed_ngrams=ng)
-                typer.echo(f"[baseline] {n}: tfidf {r['tfidf']['score']:.4f} (C {r['tfidf']['C']:g}), "
-                           f"hashed {r['hashed']['score']:.4f} (C {r['hashed']['C']:g}) in "
-                           f"{r['tfidf']['wall_s'] + r['hashed']['wall_s']:.0f} s", err=True)
-                rows.append(r)
-        except MissingExtra as e:        # its message ends in a quote: keep it whole
-            _fail(str(e))
-        except (DataError, KeyError, ValueError) as e:
-            _fail(str(e).strip("'\""))
-        res = dict(rows=rows, table=table(rows))
-        typer.echo(res["table"])
-        if json_out:
-            json_out.write_text(json.dumps(res, indent=1))
+                get_task(n)
+        ng = tuple(int(v) for v in hashed_ngrams.split(","))
+        if len(ng) != 2 or not 1 <= ng[0] <= ng[1]:
+            raise ValueError(f"--hashed-ngrams {hashed_ngrams!r}: expected MIN,MAX, e.g. 1,2")
+        rows = []
+        for n in names:
+            r = run_task(n, data_dir, hashed_ngrams=ng)
+            typer.echo(f"[baseline] {n}: tfidf {r['tfidf']['score']:.4f} (C {r['tfidf']['C']:g}), "
+                       f"hashed {r['hashed']['score']:.4f} (C {r['hashed']['C']:g}) in "
+                       f"{r['tfidf']['wall_s'] + r['hashed']['wall_s']:.0f} s", err=True)
+            rows.append(r)
+    except MissingExtra as e:        # its message ends in a quote: keep it whole
+        _fail(str(e))
+    except (DataError, KeyError, ValueError) as e:
+        _fail(str(e).strip("'\""))
+    res = dict(rows=rows, table=table(rows))
+    typer.echo(res["table"])
+    if json_out:
+        json_out.write_text(json.dumps(res, indent=1))
 
-    @app.command("bench")
-    def bench_cmd(
-        pre: Path = typer.Argument(..., help="Pretraining run directory."),
-        suite: str = typer.Option("tinynlp", help="tinynlp or glue."),
-        tasks: Optional[str] = typer.Option(None, help="Comma-separated subset of the suite's tasks."),
-        out: Optional[Path] = typer.Option(None, help="Where the finetuned runs go (default <pre>/bench-<suite>)."),
-        epochs: int = typer.Option(3),
-        max_len: int = typer.Option(128, help="Token budget per example (IMDb reviews are truncated)."),
-        lr: float = typer.Option(5e-4),
-        seed: int = typer.Option(0),
-        max_train: Optional[int] = typer.Option(None, help="Use at most this many training examples per task."),
-        minutes: Optional[float] = typer.Option(None, help="Wall-time limit per task."),
-        data_dir: Optional[Path] = typer.Option(None),
-        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
-        reuse: bool = typer.Option(False, help="Reuse tasks already finetuned in OUT/<task> (run.json present)."),
-        task_max_len: Optional[str] = typer.Option(None, help="Per-task max_len overrides, e.g. imdb=256,emotion=64."),
-        baseline: bool = typer.Option(True, help="Add the TF-IDF + LR validation score per task (needs tinylm[baseline])."),
-    ):
-        """Finetune and evaluate every task of a suite; prints (and writes) a markdown table."""
-        from tinylm.train.finetune import bench
-        from tinynlp_data import DataError
-        try:
-            res = bench(pre, suite, out, tasks=tasks.split(",") if tasks else None, epochs=epochs,
-                        max_len=max_len, lr=lr, seed=seed, max_train=max_train, minutes=minutes,
-                        data_dir=data_dir, log=lambda s: typer.echo(s, err=True), reuse=reuse,
-                        task_max_len={k: int(v) for k, v in (kv.split("=") for kv in task_max_len.split(","))}
-                        if task_max_len else None, baseline=baseline)
-        except (DataError, KeyError, ValueError) as e:
-            _fail(str(e).strip("'\""))
-        typer.echo(res["table"])
-        if json_out:
-            json_out.write_text(json.dumps(res, indent=1))
+
+def bench_cmd(
+    pre: Path = typer.Argument(..., help="Pretraining run directory."),
+    suite: str = typer.Option("tinynlp", help="tinynlp or glue."),
+    tasks: Optional[str] = typer.Option(None, help="Comma-separated subset of the suite's tasks."),
+    out: Optional[Path] = typer.Option(None, help="Where the finetuned runs go (default <pre>/bench-<suite>)."),
+    epochs: int = typer.Option(3),
+    max_len: int = typer.Option(128, help="Token budget per example (IMDb reviews are truncated)."),
+    lr: float = typer.Option(5e-4),
+    seed: int = typer.Option(0),
+    max_train: Optional[int] = typer.Option(None, help="Use at most this many training examples per task."),
+    minutes: Optional[float] = typer.Option(None, help="Wall-time limit per task."),
+    data_dir: Optional[Path] = typer.Option(None),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    reuse: bool = typer.Option(False, help="Reuse tasks already finetuned in OUT/<task> (run.json present)."),
+    task_max_len: Optional[str] = typer.Option(None, help="Per-task max_len overrides, e.g. imdb=256,emotion=64."),
+    baseline: bool = typer.Option(True, help="Add the TF-IDF + LR validation score per task (needs tinylm[baseline])."),
+):
+    """Finetune and evaluate every task of a suite; prints (and writes) a markdown table."""
+    from tinylm.train.finetune import bench
+    from tinynlp_data import DataError
+    try:
+        res = bench(pre, suite, out, tasks=tasks.split(",") if tasks else None, epochs=epochs,
+                    max_len=max_len, lr=lr, seed=seed, max_train=max_train, minutes=minutes,
+                    data_dir=data_dir, log=lambda s: typer.echo(s, err=True), reuse=reuse,
+                    task_max_len={k: int(v) for k, v in (kv.split("=") for kv in task_max_len.split(","))}
+                    if task_max_len else None, baseline=baseline)
+    except (DataError, KeyError, ValueError) as e:
+        _fail(str(e).strip("'\""))
+    typer.echo(res["table"])
+    if json_out:
+        json_out.write_text(json.dumps(res, indent=1))
 
 
 # the small transformer of the spine (tinylm/models/tiny.py)
@@ -256,7 +248,6 @@ def train_tiny_cmd(task: str = typer.Option(..., help="task name, e.g. emotion")
           train_file: Optional[Path] = typer.Option(None, help="a training JSONL(.gz) file instead of the task's train split"),
           val_file: Optional[Path] = typer.Option(None, help="a validation JSONL(.gz) file instead of the task's validation split")):
     """Train the small transformer classifier (Flax) on a task's train split."""
-    from tinylm.cli.common import console, fail, progress
     from tinylm.train.tiny import train_tiny
     with progress() as prog:
         bar = prog.add_task("training", total=None, info="")
@@ -273,13 +264,6 @@ def train_tiny_cmd(task: str = typer.Option(..., help="task name, e.g. emotion")
                   f"({meta['train_seconds']} s) -> {out}")
 
 
-
-
-def _commands() -> list:
-    """(name, function) of the commands `register` defines, for the app in tinylm/cli/__init__.py."""
-    t = typer.Typer()
-    register(t)
-    return [(c.name, c.callback) for c in t.registered_commands]
-
-
-COMMANDS = _commands()
+# (name, command) for the app in tinylm/cli/__init__.py; `train` (the small model) is listed there first
+COMMANDS = [("tokenizer", tokenizer_cmd), ("pretrain", pretrain_cmd), ("finetune", finetune_cmd),
+            ("baseline", baseline_cmd), ("bench", bench_cmd)]
