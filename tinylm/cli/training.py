@@ -10,7 +10,6 @@ from typing import List, Optional
 
 import typer
 
-
 from tinylm.cli.common import console, fail, progress
 
 
