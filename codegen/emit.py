@@ -165,7 +165,7 @@ def lower(graph: Graph, tile_rows: int = TILE_ROWS, fused: bool = True) -> Lower
     shapes = shape_templates(graph)
     check_bounds(graph, shapes)
     if fused:   # after the proof, which covers the fused kernels' partial sums (codegen/fuse.py)
-        graph = fuse.fuse(graph)
+        graph = binary.fuse(fuse.fuse(graph))
     L = graph.max_len
 
     # --- weights: const arrays in flash

@@ -18,7 +18,7 @@ enum {
     OP_GATHER = 0, OP_POSITION_IDS, OP_MATMUL, OP_ADD_S32, OP_REQUANTIZE, OP_ADD_S8,
     OP_LUT, OP_TRANSPOSE, OP_SOFTMAX, OP_RMSNORM, OP_ISQRT,
     OP_SEGMENT_IDS, OP_ATTENTION, OP_CAUSAL_DWCONV, OP_FULLY_CONNECTED,
-    OP_BINARIZE, OP_BINARY_MATMUL, OP_BINARY_MASK_MATMUL
+    OP_BINARIZE, OP_BINARY_MATMUL, OP_BINARY_MASK_MATMUL, OP_BINARY_DENSE
 };
 
 #define MAX_PARAMS 16
@@ -245,6 +245,14 @@ int main(void)
             }
             OUT(uint32_t, (int64_t)p[0] * p[3]);
             binarize_s8_b32(a[0].data, a[1].data, p[2], out, p[0], p[1], p[3]);
+            break;
+        case OP_BINARY_DENSE: /* m, n, k; a (packed), w (packed), thresholds */
+            NEED(3, 3);
+            expect(&a[0], 4, (int64_t)p[0] * TINYLM_B32_WORDS(p[2]), "a");
+            expect(&a[1], 4, (int64_t)p[1] * TINYLM_B32_WORDS(p[2]), "w");
+            expect(&a[2], 4, p[1], "thr");
+            OUT(uint32_t, (int64_t)p[0] * TINYLM_B32_WORDS(p[1]));
+            binary_dense_b32_b32(a[0].data, a[1].data, a[2].data, out, p[0], p[1], p[2]);
             break;
         case OP_BINARY_MASK_MATMUL: /* m, d, words; mask, v */
             NEED(3, 2);

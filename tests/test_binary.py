@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -121,6 +121,26 @@ def test_binary_matmul_kernel(driver, data, m, n, k):  # noqa: F811
     check(got, ops.binary_matmul_int(a, w, k))
 
 
+def dense_case(data, m, n, k):
+    """Packed a, w and per-channel bias/requantize/beta, the twins' composition, and the folded thresholds."""
+    from codegen.binary import thresholds
+    a, w = data.draw(u32_array((m, words(k)))), data.draw(u32_array((n, words(k))))
+    ch = data.draw(st.sampled_from([1, n]))
+    bias = data.draw(hnp.arrays(np.int32, (n,), elements=st.integers(-2 * k, 2 * k)))
+    mult = data.draw(hnp.arrays(np.int32, (ch,), elements=st.integers(0, 2**31 - 1) | st.integers(0, 4)))
+    shift = data.draw(hnp.arrays(np.int32, (ch,), elements=st.integers(1, 62) | st.integers(28, 36)))
+    beta = data.draw(hnp.arrays(np.int32, (data.draw(st.sampled_from([1, n])),), elements=st.integers(-130, 130)))
+    want = ops.binarize_int(ops.requantize(ops.add_int32(ops.binary_matmul_int(a, w, k), bias), mult, shift), beta)
+    return a, w, thresholds(k, bias, mult, shift, beta), want
+
+
+@CASES
+@given(st.data(), st.integers(1, 3), st.integers(1, 70), K)
+def test_binary_dense_kernel_with_folded_thresholds(driver, data, m, n, k):  # noqa: F811
+    a, w, thr, want = dense_case(data, m, n, k)
+    check(np.frombuffer(driver.run("binary_dense", [m, n, k], [a, w, thr]), np.uint32).reshape(want.shape), want)
+
+
 def _extremes():
     for k in (1, 32, 33, 960, 961, 991, 992, 993, 1023, 2 * 992 + 5, 4096):   # batches of 30 words (+ the partial)
         ones = np.full((3, words(k)), 0xFFFFFFFF, np.uint32)
@@ -163,6 +183,14 @@ def m4_server(tmp_path_factory):
         yield srv
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data(), st.integers(1, 3), st.integers(1, 70), K)
+def test_binary_dense_on_qemu_m4(m4_server, data, m, n, k):
+    a, w, thr, want = dense_case(data, m, n, k)
+    _, raw = m4_server.run("binary_dense", [m, n, k], [a, w, thr])
+    check(np.frombuffer(raw, np.uint32).reshape(want.shape), want)
+
+
 def test_binary_kernels_on_qemu_m4(m4_server):
     rng = np.random.default_rng(7)
     cases = list(_extremes())[:12]
@@ -185,7 +213,8 @@ def test_binary_kernels_on_qemu_m4(m4_server):
         check(np.frombuffer(raw, np.uint32).reshape(rows, words(k) + 1), ops.binarize_int(x, beta, words=words(k) + 1))
 
 
-@pytest.mark.parametrize("kernel", ["binary_matmul_b32_s32", "binarize_s8_b32", "binary_mask_matmul_b32_s32"])
+@pytest.mark.parametrize("kernel", ["binary_matmul_b32_s32", "binarize_s8_b32", "binary_mask_matmul_b32_s32",
+                                    "binary_dense_b32_b32"])
 def test_m4_build_calls_no_libgcc_popcount(tmp_path, kernel):
     """No __popcountsi2 (nor any other call) in the Cortex-M4 object: the SWAR stays inline."""
     _need_arm()
@@ -313,6 +342,7 @@ def test_binary_graph_host_c_bit_exact(binary_graph, tmp_path):
     _, g = binary_graph
     low = emit.lower(g)
     assert "binary_matmul_b32_s32(" in low.model_c and "binarize_s8_b32(" in low.model_c
+    assert low.model_c.count("binary_dense_b32_b32(") == 2      # l0 -> l1 and l1 -> l2: thresholds folded
     assert "const uint32_t w_l0_w[144]" in low.weights_c
     for name, text in (("model.c", low.model_c), ("weights.c", low.weights_c), ("weights.h", low.weights_h)):
         (tmp_path / name).write_text(text)

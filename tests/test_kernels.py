@@ -51,12 +51,13 @@ KERNELS = {
     "binarize_s8_b32": "binarize_int",         # binary ops: tests/test_binary.py
     "binary_matmul_b32_s32": "binary_matmul_int",
     "binary_mask_matmul_b32_s32": "binary_mask_matmul_int",
+    "binary_dense_b32_b32": "binary_matmul_int",   # + add_int32 + requantize + binarize_int, thresholds
 }
 OP = {name: i for i, name in enumerate(
     ["gather", "position_ids", "matmul", "add_s32", "requantize", "add_s8",
      "lut", "transpose", "softmax", "rmsnorm", "isqrt",
      "segment_ids", "attention", "causal_dwconv", "fully_connected", "binarize", "binary_matmul",
-     "binary_mask_matmul"])}
+     "binary_mask_matmul", "binary_dense"])}
 
 SAN_FLAGS = ["-std=c99", "-O1", "-g", "-fsanitize=address,undefined",
              "-fno-sanitize-recover=all", "-Werror", "-Wall", "-Wextra"]

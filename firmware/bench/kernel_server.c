@@ -17,7 +17,7 @@
 enum { OP_MATMUL = 2, OP_ADD_S32 = 3, OP_REQUANTIZE = 4, OP_ADD_S8 = 5, OP_LUT = 6,
        OP_SOFTMAX = 8, OP_RMSNORM = 9, OP_ATTENTION = 12, OP_CAUSAL_DWCONV = 13,
        OP_FULLY_CONNECTED = 14, OP_BINARIZE = 15, OP_BINARY_MATMUL = 16,
-       OP_BINARY_MASK_MATMUL = 17 };
+       OP_BINARY_MASK_MATMUL = 17, OP_BINARY_DENSE = 18 };
 
 #define POOL_BYTES (200 * 1024)
 #define MAX_PARAMS 16
@@ -113,6 +113,7 @@ int main(void)
         case OP_FULLY_CONNECTED: OUT(p[0] * p[2] + 4 * p[2]); nbytes = p[0] * p[2]; break;
         case OP_BINARIZE: OUT(4 * p[0] * p[3]); break;
         case OP_BINARY_MASK_MATMUL: OUT(4 * p[0] * p[1]); break;
+        case OP_BINARY_DENSE: OUT(4 * p[0] * TINYLM_B32_WORDS(p[1])); break;
         case OP_BINARY_MATMUL: OUT(4 * p[0] * p[1]); break;
         default: status = 1;
         }
@@ -155,6 +156,7 @@ int main(void)
             }
             case OP_BINARIZE: binarize_s8_b32(a[0], a[1], p[2], out, p[0], p[1], p[3]); break;
             case OP_BINARY_MASK_MATMUL: binary_mask_matmul_b32_s32(a[0], a[1], out, p[0], p[1], p[2]); break;
+            case OP_BINARY_DENSE: binary_dense_b32_b32(a[0], a[1], a[2], out, p[0], p[1], p[2]); break;
             case OP_BINARY_MATMUL: binary_matmul_b32_s32(a[0], a[1], out, p[0], p[1], p[2]); break;
             default: break;
             }

@@ -79,6 +79,11 @@ void binarize_s8_b32(const int8_t *x, const int32_t *beta, int32_t channels, uin
  * the packed rows a[m, W], w[n, W] (W = TINYLM_B32_WORDS(k)); padding bits are masked. SWAR popcount. */
 void binary_matmul_b32_s32(const uint32_t *a, const uint32_t *w, int32_t *out, int32_t m, int32_t n, int32_t k);
 
+/* Fusion of tinylm.graph.ops.binary_matmul_int + add_int32 (bias) + requantize + binarize_int (codegen/binary.py):
+ * out[m, TINYLM_B32_WORDS(n)] packed, bit j = (k - 2 popcount(a[i] ^ w[j])) >= thr[j], thresholds folded by codegen. */
+void binary_dense_b32_b32(const uint32_t *a, const uint32_t *w, const int32_t *thr, uint32_t *out,
+                          int32_t m, int32_t n, int32_t k);
+
 /* tinylm.graph.ops.binary_mask_matmul_int: binary attention's context, out[m,d] =
  * 2 popcount(mask[i] & v[c]) - popcount(mask[i]) over all 32 words bits of mask[m, words] ({0,1},
  * padding 0) and v[d, words] (+-1 values packed along the key axis). */
