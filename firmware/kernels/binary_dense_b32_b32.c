@@ -38,11 +38,9 @@ void binary_dense_b32_b32(const uint32_t *a, const uint32_t *w, const int32_t *t
     for (i = 0; i < m; ++i) {
         const uint32_t *ar = a + i * words;
         uint32_t *o = out + i * out_words;
+        uint32_t bits = 0; /* the output word being built, stored after its 32nd column */
         for (j = 0; j < n; j += 2) {
             const int32_t two = (j + 1 < n);
-            if (j % 32 == 0) {
-                o[j / 32] = 0; /* each word cleared when its first column comes (no memset call) */
-            }
             const uint32_t *w0 = w + j * words, *w1 = two ? w0 + words : w0;
             int32_t pop0 = 0, pop1 = 0;
             for (p = 0; p < full;) {
@@ -60,9 +58,13 @@ void binary_dense_b32_b32(const uint32_t *a, const uint32_t *w, const int32_t *t
                 pop0 += fold_bytes(byte_sums((ar[full] ^ w0[full]) & tail, m1, m2, m4));
                 pop1 += fold_bytes(byte_sums((ar[full] ^ w1[full]) & tail, m1, m2, m4));
             }
-            o[j / 32] |= (uint32_t)(k - 2 * pop0 >= thr[j]) << (j % 32);
+            bits |= (uint32_t)(k - 2 * pop0 >= thr[j]) << (j % 32);
             if (two) { /* j is even, so j + 1 is in the same word */
-                o[j / 32] |= (uint32_t)(k - 2 * pop1 >= thr[j + 1]) << ((j + 1) % 32);
+                bits |= (uint32_t)(k - 2 * pop1 >= thr[j + 1]) << ((j + 1) % 32);
+            }
+            if (j % 32 == 30 || j + 2 >= n) {
+                o[j / 32] = bits;
+                bits = 0;
             }
         }
     }

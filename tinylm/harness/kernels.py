@@ -155,6 +155,10 @@ def cases(seed: int = 0) -> list[Case]:
         pw = ops.binarize_int(rng.integers(-128, 128, (128, 128), dtype=np.int8), np.zeros(1, np.int32))
         out.append(Case("binary_matmul_b32_s32", f"128->128, {m} rows", "binary_matmul", [m, 128, 128],
                         [pa, pw], ops.binary_matmul_int(pa, pw, 128), m * 128 * 128))
+        thr = rng.integers(-16, 16, 128).astype(np.int32)    # the fused layer: thresholds folded by codegen
+        dot = ops.binary_matmul_int(pa, pw, 128)
+        out.append(Case("binary_dense_b32_b32", f"128->128, {m} rows", "binary_dense", [m, 128, 128], [pa, pw, thr],
+                        ops.binarize_int((dot >= thr).astype(np.int8) - 1, np.zeros(1, np.int32)), m * 128 * 128))
     # binary attention's context: 32 query rows, a {0,1} mask over 128 keys x 128 value channels
     mk = rng.integers(0, 2**32, (32, 4), dtype=np.uint64).astype(np.uint32)
     vt = rng.integers(0, 2**32, (128, 4), dtype=np.uint64).astype(np.uint32)
