@@ -27,6 +27,7 @@ pipelined loads (low) and P = 3 (high).
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import tempfile
@@ -36,9 +37,6 @@ from pathlib import Path
 from codegen import toolchain
 
 CLOCK_HZ = 64_000_000          # nRF52840
-ALU = "alu"
-CLASSES = ["alu", "mul", "mla", "div", "load", "store", "load_pair", "ldm_stm", "branch_taken",
-           "branch_not_taken"]
 
 _EXEC = re.compile(r"^Trace \d+: \S+ \[[0-9a-f]+/([0-9a-f]+)/[0-9a-f]+/([0-9a-f]+)\]")
 _INSN = re.compile(r"^0x([0-9a-f]+):\s+((?:[0-9a-f]{4,8}\s+)+)(\S+)\s*(.*)$")
@@ -90,7 +88,7 @@ def classify(mnemonic: str) -> str:
     if base.startswith(("mul", "smul", "umul", "smla", "umla", "smmla", "smmul", "smmls", "smlsd",
                         "smuad", "smusd", "umaal", "smlal")):
         return "mul"
-    return ALU
+    return "alu"
 
 
 def _regs_in(operands: str) -> int:
@@ -192,10 +190,9 @@ def estimate(build_dir, lengths: list[int]) -> list[dict]:
     """Per length: the instruction mix of one inference and the estimated M4 cycles and ms at
     64 MHz (point, low, high), plus the board's own instruction count for the check."""
     from tinylm.harness.costs import measure_costs
-    from tinylm.harness.qemu import QemuBoard
     build_dir = Path(build_dir)
     elf = build_dir / "firmware.elf"
-    board = toolchain.load_board(__import__("json").loads((build_dir / "build.json").read_text())["board"])
+    board = toolchain.load_board(json.loads((build_dir / "build.json").read_text())["board"])
     flt = ",".join(f"0x{a:x}..0x{b - 1:x}" for a, b, _ in inference_ranges(elf))
     rows = []
     for n in lengths:
@@ -207,7 +204,6 @@ def estimate(build_dir, lengths: list[int]) -> list[dict]:
             finally:
                 q.stop()
             mix = parse_log(log)
-        # measure_costs ran the inference 1 time (repeats=1)
         row = {"tokens": n, "macs": cost["macs"], "board_instructions": cost.get("instructions"), **mix,
                "cycles": cycles(mix, 2), "cycles_low": cycles(mix, 1, pipelined=True), "cycles_high": cycles(mix, 3)}
         for k in ("cycles", "cycles_low", "cycles_high"):
@@ -217,7 +213,8 @@ def estimate(build_dir, lengths: list[int]) -> list[dict]:
 
 
 class _LoggingQemu:
-    """QemuBoard with extra QEMU arguments (the log flags)."""
+    """QemuBoard with extra QEMU arguments (the log flags). QemuBoard takes none, so its one
+    Popen call is wrapped while it starts (single-threaded; restored at once)."""
 
     def __init__(self, board, elf, extra):
         from tinylm.harness import qemu as Q
