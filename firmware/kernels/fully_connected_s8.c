@@ -4,7 +4,7 @@
  *   y[i,j] = requantize(acc, mult[c], shift[c])       c = 0 (per tensor) or j (per channel)
  *   y[i,j] = lut[y[i,j] + 128]                         when lut != NULL
  * so the int32 row never goes through the arena. The weights come packed by codegen
- * (codegen/pack.py, pack_fc_weights) so that one 32-bit load gives four k-consecutive bytes of
+ * (codegen/fuse.py, pack_fc_weights) so that one 32-bit load gives four k-consecutive bytes of
  * one column: for each block of four columns j0..j0+3 (fewer in the last block, nb = n - j0),
  * starting at byte j0 * k,
  *   for each group g < k/4:  for c < nb: w[4g..4g+3, j0+c]      (4 bytes)
@@ -70,7 +70,7 @@ static inline int8_t fc_out(int32_t acc, int32_t mult, int32_t shift, const int8
     return lut128 ? lut128[y] : (int8_t)y;
 }
 
-/* One block of four columns of one row: the loop in inline assembly (gcc's allocation spilled
+/* Every full block of four columns of one row, the loop in inline assembly (gcc's allocation spilled
  * or split the loads): one LDR of x, one LDM of the four weight words, ten SXTB16, eight SMLAD,
  * CMP/BNE: 22 instructions per 16 MACs, 14 registers. Weight words are aligned (the layout),
  * x words need not be. */
@@ -79,73 +79,74 @@ __attribute__((noinline)) static void fc_row1_dsp(const int8_t *xr, const int8_t
                                                   const int32_t *shift, int32_t cs, const int8_t *lut128,
                                                   int8_t *yr, int32_t nfull)
 {
-  /* the four weight words by one LDM, whose register list must ascend: pinned */
-  register int32_t w0 __asm__("r8"), w1 __asm__("r9"), w2 __asm__("r10"), w3 __asm__("r11");
-  int32_t j0;
-  for (j0 = 0; j0 < nfull; j0 += 4) {
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, p;
-    const fc_aligned_i32 *w4 = (const fc_aligned_i32 *)(const void *)(w + j0 * k);
-    const int8_t *xp = xr, *end = xr + (k & ~3), *wt;
-    int32_t kr = k & 3;
-    if (bias) {
-        a0 = bias[j0];
-        a1 = bias[j0 + 1];
-        a2 = bias[j0 + 2];
-        a3 = bias[j0 + 3];
+    /* the four weight words by one LDM, whose register list must ascend: pinned */
+    register int32_t w0 __asm__("r8"), w1 __asm__("r9"), w2 __asm__("r10"), w3 __asm__("r11");
+    int32_t j0;
+    for (j0 = 0; j0 < nfull; j0 += 4) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, p;
+        const fc_aligned_i32 *w4 = (const fc_aligned_i32 *)(const void *)(w + j0 * k);
+        const int8_t *xp = xr, *end = xr + (k & ~3), *wt;
+        int32_t kr = k & 3;
+        if (bias) {
+            a0 = bias[j0];
+            a1 = bias[j0 + 1];
+            a2 = bias[j0 + 2];
+            a3 = bias[j0 + 3];
+        }
+        if (xp != end) {
+            int32_t xa, xb, t;
+            __asm__ volatile(
+                "1:\n\t"
+                "ldr    %[xb], [%[xp]], #4\n\t"
+                "ldmia  %[w4]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"
+                "sxtb16 %[xa], %[xb]\n\t"
+                "sxtb16 %[xb], %[xb], ror #8\n\t"
+                "sxtb16 %[t], %[w0]\n\t"
+                "smlad  %[a0], %[xa], %[t], %[a0]\n\t"
+                "sxtb16 %[w0], %[w0], ror #8\n\t"
+                "smlad  %[a0], %[xb], %[w0], %[a0]\n\t"
+                "sxtb16 %[t], %[w1]\n\t"
+                "smlad  %[a1], %[xa], %[t], %[a1]\n\t"
+                "sxtb16 %[w1], %[w1], ror #8\n\t"
+                "smlad  %[a1], %[xb], %[w1], %[a1]\n\t"
+                "sxtb16 %[t], %[w2]\n\t"
+                "smlad  %[a2], %[xa], %[t], %[a2]\n\t"
+                "sxtb16 %[w2], %[w2], ror #8\n\t"
+                "smlad  %[a2], %[xb], %[w2], %[a2]\n\t"
+                "sxtb16 %[t], %[w3]\n\t"
+                "smlad  %[a3], %[xa], %[t], %[a3]\n\t"
+                "sxtb16 %[w3], %[w3], ror #8\n\t"
+                "smlad  %[a3], %[xb], %[w3], %[a3]\n\t"
+                "cmp    %[xp], %[end]\n\t"
+                "bne    1b\n\t"
+                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [xp] "+r"(xp), [w4] "+r"(w4),
+                  [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3), [xa] "=&r"(xa), [xb] "=&r"(xb),
+                  [t] "=&r"(t)
+                : [end] "r"(end)
+                : "cc", "memory");
+        }
+        wt = (const int8_t *)w4; /* the k % 4 tail: column c's bytes at wt + c * kr */
+        for (p = 0; p < kr; ++p) {
+            int32_t xv = xp[p];
+            a0 += xv * wt[p];
+            a1 += xv * wt[kr + p];
+            a2 += xv * wt[2 * kr + p];
+            a3 += xv * wt[3 * kr + p];
+        }
+        { /* cs = 0: the one per-tensor pair; loaded before the stores, which may alias anything */
+            const int32_t *mb = mult + cs * j0, *sb = shift + cs * j0;
+            int32_t m0 = mb[0], s0 = sb[0], m1 = mb[cs], s1 = sb[cs];
+            int32_t m2 = mb[2 * cs], s2 = sb[2 * cs], m3 = mb[3 * cs], s3 = sb[3 * cs];
+            yr[j0] = fc_out(a0, m0, s0, lut128);
+            yr[j0 + 1] = fc_out(a1, m1, s1, lut128);
+            yr[j0 + 2] = fc_out(a2, m2, s2, lut128);
+            yr[j0 + 3] = fc_out(a3, m3, s3, lut128);
+        }
     }
-    if (xp != end) {
-        int32_t xa, xb, t;
-        __asm__ volatile(
-            "1:\n\t"
-            "ldr    %[xb], [%[xp]], #4\n\t"
-            "ldmia  %[w4]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"
-            "sxtb16 %[xa], %[xb]\n\t"
-            "sxtb16 %[xb], %[xb], ror #8\n\t"
-            "sxtb16 %[t], %[w0]\n\t"
-            "smlad  %[a0], %[xa], %[t], %[a0]\n\t"
-            "sxtb16 %[w0], %[w0], ror #8\n\t"
-            "smlad  %[a0], %[xb], %[w0], %[a0]\n\t"
-            "sxtb16 %[t], %[w1]\n\t"
-            "smlad  %[a1], %[xa], %[t], %[a1]\n\t"
-            "sxtb16 %[w1], %[w1], ror #8\n\t"
-            "smlad  %[a1], %[xb], %[w1], %[a1]\n\t"
-            "sxtb16 %[t], %[w2]\n\t"
-            "smlad  %[a2], %[xa], %[t], %[a2]\n\t"
-            "sxtb16 %[w2], %[w2], ror #8\n\t"
-            "smlad  %[a2], %[xb], %[w2], %[a2]\n\t"
-            "sxtb16 %[t], %[w3]\n\t"
-            "smlad  %[a3], %[xa], %[t], %[a3]\n\t"
-            "sxtb16 %[w3], %[w3], ror #8\n\t"
-            "smlad  %[a3], %[xb], %[w3], %[a3]\n\t"
-            "cmp    %[xp], %[end]\n\t"
-            "bne    1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [xp] "+r"(xp), [w4] "+r"(w4),
-              [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3), [xa] "=&r"(xa), [xb] "=&r"(xb),
-              [t] "=&r"(t)
-            : [end] "r"(end)
-            : "cc", "memory");
-    }
-    wt = (const int8_t *)w4; /* the k % 4 tail: column c's bytes at wt + c * kr */
-    for (p = 0; p < kr; ++p) {
-        int32_t xv = xp[p];
-        a0 += xv * wt[p];
-        a1 += xv * wt[kr + p];
-        a2 += xv * wt[2 * kr + p];
-        a3 += xv * wt[3 * kr + p];
-    }
-    { /* cs = 0: the one per-tensor pair; loaded before the stores, which may alias anything */
-        const int32_t *mb = mult + cs * j0, *sb = shift + cs * j0;
-        int32_t m0 = mb[0], s0 = sb[0], m1 = mb[cs], s1 = sb[cs];
-        int32_t m2 = mb[2 * cs], s2 = sb[2 * cs], m3 = mb[3 * cs], s3 = sb[3 * cs];
-        yr[j0] = fc_out(a0, m0, s0, lut128);
-        yr[j0 + 1] = fc_out(a1, m1, s1, lut128);
-        yr[j0 + 2] = fc_out(a2, m2, s2, lut128);
-        yr[j0 + 3] = fc_out(a3, m3, s3, lut128);
-    }
-  }
 }
 
-/* Two rows, two columns (c, c+1 of a full block) per weight pass: a 2x2 register-blocked GEMM.
+/* Two rows, two columns (j, j+1 of a full block) per weight pass, for every full block: a 2x2
+ * register-blocked GEMM.
  * Each pair of weight words (one LDRD) is split once and feeds both rows: 16 MACs in 21
  * instructions (LDRD, two LDR of x, eight SXTB16, eight SMLAD, CMP/BNE), 14 registers. Then
  * the k % 4 tail and the four outputs; one mult/shift load per column serves both rows. */
@@ -154,60 +155,60 @@ __attribute__((noinline)) static void fc_rows2_dsp(const int8_t *x0, const int8_
                                                    const int32_t *shift, int32_t cs, const int8_t *lut128,
                                                    int8_t *y0, int32_t n, int32_t nfull)
 {
-  int32_t j;
-  const int8_t *x1 = x0 + k;
-  for (j = 0; j < nfull; j += 2) { /* columns j, j+1 of the block at j & ~3 */
-    int32_t kq = k >> 2, kr = k & 3, p, h = j & 2;
-    const int8_t *wb = wall + (j - h) * k, *xa0 = x0, *xa1 = x1;
-    const int8_t *wt = wb + 16 * kq + kr * h; /* column j's k % 4 tail */
-    int32_t a00 = bias ? bias[j] : 0, a01 = bias ? bias[j + 1] : 0, a10 = a00, a11 = a01;
-    const fc_aligned_i32 *w = (const fc_aligned_i32 *)(const void *)(wb + 4 * h), *end = w + 4 * kq;
-    if (w != end) {
-        int32_t w0, w1, w0a, w1a, xv, xa;
-        __asm__ volatile(
-            "1:\n\t"
-            "ldrd   %[w0], %[w1], [%[w]], #16\n\t"
-            "ldr    %[xv], [%[x0]], #4\n\t"
-            "sxtb16 %[w0a], %[w0]\n\t"
-            "sxtb16 %[w0], %[w0], ror #8\n\t"
-            "sxtb16 %[w1a], %[w1]\n\t"
-            "sxtb16 %[w1], %[w1], ror #8\n\t"
-            "sxtb16 %[xa], %[xv]\n\t"
-            "sxtb16 %[xv], %[xv], ror #8\n\t"
-            "smlad  %[a00], %[xa], %[w0a], %[a00]\n\t"
-            "smlad  %[a00], %[xv], %[w0], %[a00]\n\t"
-            "smlad  %[a01], %[xa], %[w1a], %[a01]\n\t"
-            "smlad  %[a01], %[xv], %[w1], %[a01]\n\t"
-            "ldr    %[xv], [%[x1]], #4\n\t"
-            "sxtb16 %[xa], %[xv]\n\t"
-            "sxtb16 %[xv], %[xv], ror #8\n\t"
-            "smlad  %[a10], %[xa], %[w0a], %[a10]\n\t"
-            "smlad  %[a10], %[xv], %[w0], %[a10]\n\t"
-            "smlad  %[a11], %[xa], %[w1a], %[a11]\n\t"
-            "smlad  %[a11], %[xv], %[w1], %[a11]\n\t"
-            "cmp    %[w], %[end]\n\t"
-            "bne    1b\n\t"
-            : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [x0] "+r"(xa0), [x1] "+r"(xa1),
-              [w] "+r"(w), [w0] "=&r"(w0), [w1] "=&r"(w1), [w0a] "=&r"(w0a), [w1a] "=&r"(w1a), [xv] "=&r"(xv),
-              [xa] "=&r"(xa)
-            : [end] "r"(end)
-            : "cc", "memory");
+    int32_t j;
+    const int8_t *x1 = x0 + k;
+    for (j = 0; j < nfull; j += 2) { /* columns j, j+1 of the block at j & ~3 */
+        int32_t kq = k >> 2, kr = k & 3, p, h = j & 2;
+        const int8_t *wb = wall + (j - h) * k, *xa0 = x0, *xa1 = x1;
+        const int8_t *wt = wb + 16 * kq + kr * h; /* column j's k % 4 tail */
+        int32_t a00 = bias ? bias[j] : 0, a01 = bias ? bias[j + 1] : 0, a10 = a00, a11 = a01;
+        const fc_aligned_i32 *w = (const fc_aligned_i32 *)(const void *)(wb + 4 * h), *end = w + 4 * kq;
+        if (w != end) {
+            int32_t w0, w1, w0a, w1a, xv, xa;
+            __asm__ volatile(
+                "1:\n\t"
+                "ldrd   %[w0], %[w1], [%[w]], #16\n\t"
+                "ldr    %[xv], [%[x0]], #4\n\t"
+                "sxtb16 %[w0a], %[w0]\n\t"
+                "sxtb16 %[w0], %[w0], ror #8\n\t"
+                "sxtb16 %[w1a], %[w1]\n\t"
+                "sxtb16 %[w1], %[w1], ror #8\n\t"
+                "sxtb16 %[xa], %[xv]\n\t"
+                "sxtb16 %[xv], %[xv], ror #8\n\t"
+                "smlad  %[a00], %[xa], %[w0a], %[a00]\n\t"
+                "smlad  %[a00], %[xv], %[w0], %[a00]\n\t"
+                "smlad  %[a01], %[xa], %[w1a], %[a01]\n\t"
+                "smlad  %[a01], %[xv], %[w1], %[a01]\n\t"
+                "ldr    %[xv], [%[x1]], #4\n\t"
+                "sxtb16 %[xa], %[xv]\n\t"
+                "sxtb16 %[xv], %[xv], ror #8\n\t"
+                "smlad  %[a10], %[xa], %[w0a], %[a10]\n\t"
+                "smlad  %[a10], %[xv], %[w0], %[a10]\n\t"
+                "smlad  %[a11], %[xa], %[w1a], %[a11]\n\t"
+                "smlad  %[a11], %[xv], %[w1], %[a11]\n\t"
+                "cmp    %[w], %[end]\n\t"
+                "bne    1b\n\t"
+                : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [x0] "+r"(xa0), [x1] "+r"(xa1),
+                  [w] "+r"(w), [w0] "=&r"(w0), [w1] "=&r"(w1), [w0a] "=&r"(w0a), [w1a] "=&r"(w1a), [xv] "=&r"(xv),
+                  [xa] "=&r"(xa)
+                : [end] "r"(end)
+                : "cc", "memory");
+        }
+        for (p = 0; p < kr; ++p) {
+            int32_t v0 = xa0[p], v1 = xa1[p];
+            a00 += v0 * wt[p];
+            a01 += v0 * wt[kr + p];
+            a10 += v1 * wt[p];
+            a11 += v1 * wt[kr + p];
+        }
+        { /* loaded before the stores, which may alias anything */
+            int32_t m0 = mult[cs * j], s0 = shift[cs * j], m1 = mult[cs * (j + 1)], s1 = shift[cs * (j + 1)];
+            y0[j] = fc_out(a00, m0, s0, lut128);
+            y0[n + j] = fc_out(a10, m0, s0, lut128);
+            y0[j + 1] = fc_out(a01, m1, s1, lut128);
+            y0[n + j + 1] = fc_out(a11, m1, s1, lut128);
+        }
     }
-    for (p = 0; p < kr; ++p) {
-        int32_t v0 = xa0[p], v1 = xa1[p];
-        a00 += v0 * wt[p];
-        a01 += v0 * wt[kr + p];
-        a10 += v1 * wt[p];
-        a11 += v1 * wt[kr + p];
-    }
-    { /* loaded before the stores, which may alias anything */
-        int32_t m0 = mult[cs * j], s0 = shift[cs * j], m1 = mult[cs * (j + 1)], s1 = shift[cs * (j + 1)];
-        y0[j] = fc_out(a00, m0, s0, lut128);
-        y0[n + j] = fc_out(a10, m0, s0, lut128);
-        y0[j + 1] = fc_out(a01, m1, s1, lut128);
-        y0[n + j + 1] = fc_out(a11, m1, s1, lut128);
-    }
-  }
 }
 #endif
 
