@@ -93,7 +93,7 @@ def test_dsp_inner_loop_is_one_ldr_per_word(tmp_path):
                     str(ROOT / "firmware" / "kernels" / "fully_connected_s8.c"), "-o", str(obj)], check=True)
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(obj)], capture_output=True, text=True, check=True).stdout
     assert "memcpy" not in dis
-    for fn, sxtb16 in (("fc_row1_dsp", 10), ("fc_rows2_dsp", 8)):   # 1x4 and 2x2 blocks
+    for fn, sxtb16 in (("fc_row1_dsp", 10), ("fc_rows2_dsp", 8)):   # 1x4 block; 2x2 (4 split x, 4 in the loop)
         block = dis.split(f"<{fn}>:")[1].split(">:\n")[0]
         assert not re.search(r"\bbl\b", block), block
         assert block.count("smlad") == 8 and block.count("sxtb16") == sxtb16, block
@@ -166,3 +166,19 @@ def test_rmsnorm_dsp(m4_server, data, rows, cols, mult, shift):
     x, g = arr((rows, cols)), arr((cols,))
     _, raw = m4_server.run("rmsnorm", [rows, cols, mult, shift], [x, g])
     assert np.array_equal(np.frombuffer(raw, np.int8).reshape(rows, cols), ops.rmsnorm_int(x, g, mult, shift))
+
+
+@pytest.mark.parametrize("k", [252, 255, 256, 257, 260])
+def test_fully_connected_dsp_split_limit(m4_server, k):
+    """Rows go in pairs through the split-x path up to k = FC_SPLIT_K (256), one at a time above."""
+    rng = np.random.default_rng(k)
+    m, n = 3, 10
+    x = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    bias = rng.integers(-2**20, 2**20, n).astype(np.int32)
+    mult = rng.integers(2**30, 2**31 - 1, n).astype(np.int32)
+    shift = rng.integers(36, 46, n).astype(np.int32)
+    _, raw = m4_server.run("fully_connected", [m, k, n, n, 1, 0], [x, pack_fc_weights(w), bias, mult, shift,
+                                                                   np.zeros(256, np.int8)])
+    want = ops.requantize(ops.add_int32(ops.matmul_integer(x, w), bias), mult, shift)
+    assert np.array_equal(np.frombuffer(raw, np.int8).reshape(m, n), want)

@@ -53,6 +53,10 @@ static int32_t fc_column(const int8_t *xr, const int8_t *wb, int32_t k, int32_t 
     return acc;
 }
 
+/* x rows of at most this many int8 take the two-row path (its split copy of x lives on the
+ * stack: 2 * FC_SPLIT_K * 2 bytes) */
+#define FC_SPLIT_K 256
+
 #ifdef TINYLM_DSP
 typedef int32_t __attribute__((aligned(4), may_alias)) fc_aligned_i32;
 
@@ -146,51 +150,57 @@ __attribute__((noinline)) static void fc_row1_dsp(const int8_t *xr, const int8_t
 }
 
 /* Two rows, two columns (j, j+1 of a full block) per weight pass, for every full block: a 2x2
- * register-blocked GEMM.
- * Each pair of weight words (one LDRD) is split once and feeds both rows: 16 MACs in 21
- * instructions (LDRD, two LDR of x, eight SXTB16, eight SMLAD, CMP/BNE), 14 registers. Then
- * the k % 4 tail and the four outputs; one mult/shift load per column serves both rows. */
+ * register-blocked GEMM. Both x rows are split once per call into SXTB16 halves, words
+ * (x0, x2), (x1, x3) per k-group, so one LDRD gives a row's two halves. Each pair of weight words
+ * (one LDRD) is split once and feeds both rows: 16 MACs in 17 instructions (three LDRD, four
+ * SXTB16, eight SMLAD, CMP/BNE), 14 registers. Then the k % 4 tail and the four outputs; one
+ * mult/shift load per column serves both rows. Needs k <= FC_SPLIT_K. */
 __attribute__((noinline)) static void fc_rows2_dsp(const int8_t *x0, const int8_t *wall, int32_t k,
                                                    const int32_t *bias, const int32_t *mult,
                                                    const int32_t *shift, int32_t cs, const int8_t *lut128,
                                                    int8_t *y0, int32_t n, int32_t nfull)
 {
-    int32_t j;
+    int32_t j, g, kq = k >> 2;
     const int8_t *x1 = x0 + k;
+    int32_t xs0[FC_SPLIT_K / 2], xs1[FC_SPLIT_K / 2];
+    for (g = 0; g < kq; ++g) {
+        int32_t v0 = tinylm_ld32(x0 + 4 * g), v1 = tinylm_ld32(x1 + 4 * g);
+        xs0[2 * g] = tinylm_sxtb16(v0);
+        xs0[2 * g + 1] = tinylm_sxtb16_ror8(v0);
+        xs1[2 * g] = tinylm_sxtb16(v1);
+        xs1[2 * g + 1] = tinylm_sxtb16_ror8(v1);
+    }
     for (j = 0; j < nfull; j += 2) { /* columns j, j+1 of the block at j & ~3 */
-        int32_t kq = k >> 2, kr = k & 3, p, h = j & 2;
-        const int8_t *wb = wall + (j - h) * k, *xa0 = x0, *xa1 = x1;
+        int32_t kr = k & 3, p, h = j & 2;
+        const int8_t *wb = wall + (j - h) * k, *xa0 = x0 + 4 * kq, *xa1 = x1 + 4 * kq;
         const int8_t *wt = wb + 16 * kq + kr * h; /* column j's k % 4 tail */
+        const int32_t *xp0 = xs0, *xp1 = xs1;
         int32_t a00 = bias ? bias[j] : 0, a01 = bias ? bias[j + 1] : 0, a10 = a00, a11 = a01;
         const fc_aligned_i32 *w = (const fc_aligned_i32 *)(const void *)(wb + 4 * h), *end = w + 4 * kq;
         if (w != end) {
-            int32_t w0, w1, w0a, w1a, xv, xa;
+            int32_t w0, w1, w0a, w1a, xa, xb;
             __asm__ volatile(
                 "1:\n\t"
                 "ldrd   %[w0], %[w1], [%[w]], #16\n\t"
-                "ldr    %[xv], [%[x0]], #4\n\t"
+                "ldrd   %[xa], %[xb], [%[x0]], #8\n\t"
                 "sxtb16 %[w0a], %[w0]\n\t"
                 "sxtb16 %[w0], %[w0], ror #8\n\t"
                 "sxtb16 %[w1a], %[w1]\n\t"
                 "sxtb16 %[w1], %[w1], ror #8\n\t"
-                "sxtb16 %[xa], %[xv]\n\t"
-                "sxtb16 %[xv], %[xv], ror #8\n\t"
                 "smlad  %[a00], %[xa], %[w0a], %[a00]\n\t"
-                "smlad  %[a00], %[xv], %[w0], %[a00]\n\t"
+                "smlad  %[a00], %[xb], %[w0], %[a00]\n\t"
                 "smlad  %[a01], %[xa], %[w1a], %[a01]\n\t"
-                "smlad  %[a01], %[xv], %[w1], %[a01]\n\t"
-                "ldr    %[xv], [%[x1]], #4\n\t"
-                "sxtb16 %[xa], %[xv]\n\t"
-                "sxtb16 %[xv], %[xv], ror #8\n\t"
+                "smlad  %[a01], %[xb], %[w1], %[a01]\n\t"
+                "ldrd   %[xa], %[xb], [%[x1]], #8\n\t"
                 "smlad  %[a10], %[xa], %[w0a], %[a10]\n\t"
-                "smlad  %[a10], %[xv], %[w0], %[a10]\n\t"
+                "smlad  %[a10], %[xb], %[w0], %[a10]\n\t"
                 "smlad  %[a11], %[xa], %[w1a], %[a11]\n\t"
-                "smlad  %[a11], %[xv], %[w1], %[a11]\n\t"
+                "smlad  %[a11], %[xb], %[w1], %[a11]\n\t"
                 "cmp    %[w], %[end]\n\t"
                 "bne    1b\n\t"
-                : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [x0] "+r"(xa0), [x1] "+r"(xa1),
-                  [w] "+r"(w), [w0] "=&r"(w0), [w1] "=&r"(w1), [w0a] "=&r"(w0a), [w1a] "=&r"(w1a), [xv] "=&r"(xv),
-                  [xa] "=&r"(xa)
+                : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [x0] "+r"(xp0), [x1] "+r"(xp1),
+                  [w] "+r"(w), [w0] "=&r"(w0), [w1] "=&r"(w1), [w0a] "=&r"(w0a), [w1a] "=&r"(w1a), [xa] "=&r"(xa),
+                  [xb] "=&r"(xb)
                 : [end] "r"(end)
                 : "cc", "memory");
         }
@@ -220,7 +230,8 @@ void fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias, c
     for (i = 0; i < m; i += r) {
         const int8_t *xr = x + i * k;
         int8_t *yr = out + i * n;
-        r = (i + 2 <= m && n >= 4) ? 2 : 1; /* rows per weight pass (row tiles of 2 or more) */
+        /* rows per weight pass (row tiles of 2 or more) */
+        r = (i + 2 <= m && n >= 4 && k <= FC_SPLIT_K) ? 2 : 1;
 #ifdef TINYLM_DSP
         nfull = n & ~3; /* the full blocks of four columns */
         if (r == 2) {
