@@ -26,7 +26,7 @@ TILEABLE = {"BinarizeInt": ((0,), ()), "BinaryMatMulInt": ((0,), (1,)), "BinaryM
 
 
 def bound(node, default: int, shapes=None, weights=None) -> int:
-    """Largest |value| of the node's output for codegen/emit.check_bounds (default: other ops)."""
+    """Largest |value| of the node's output for codegen/bounds.check_bounds (default: other ops)."""
     if node.op == "BinaryMatMulInt":
         return int(node.attrs["k"])
     if node.op == "BinaryMaskMatMulInt":   # |2 popcount(m & v) - popcount(m)| <= popcount(m) <= 32 W

@@ -5,7 +5,7 @@ MatMulInteger by a weight [+ Add of a bias row] + Requantize [+ Lut] becomes one
 codegen-internal op FullyConnected, emitted as one `fully_connected_s8` call: the int32 product
 and the int32 sum never reach the arena. Its weight is stored in the packed order the kernel
 reads (pack_fc_weights; layout in firmware/kernels/fully_connected_s8.c). Bounds are proved on
-the original graph (emit.check_bounds) before this runs, so every int32 partial sum the fused
+the original graph (bounds.check_bounds) before this runs, so every int32 partial sum the fused
 kernel forms is covered by the same proof.
 """
 from __future__ import annotations
