@@ -133,5 +133,7 @@ def test_two_workers_give_one_workers_results(default_build, tmp_path):
             {r["index"]: r["device_us"] for r in recs}
     (a, us_a), (b, us_b) = records("one"), records("two")
     assert a == b
-    # m-lap-us differences jitter by one tick of the FPGAIO counter (its phase at the window's start)
-    assert all(abs(us_a[i] - us_b[i]) <= 2 for i in us_a)
+    # m-lap-us is the same measurement (instructions above are equal exactly); it jitters by a few
+    # ticks of the 1 MHz FPGAIO counter (its phase at the window's start, more on a loaded host:
+    # 3 us seen), so allow 1e-4 of the window (35 us of 350 ms), far below any real difference
+    assert all(abs(us_a[i] - us_b[i]) <= max(2, 1e-4 * us_a[i]) for i in us_a)
