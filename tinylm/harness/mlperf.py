@@ -178,13 +178,8 @@ class QemuPty:
                 buf += port.read(256)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from tinylm.harness.qemu import stop_process
+        stop_process(self.proc)
 
     def __enter__(self):
         return self

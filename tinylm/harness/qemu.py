@@ -16,6 +16,17 @@ from pathlib import Path
 APT_HINT = "apt-get install -y --no-install-recommends qemu-system-arm"
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a QEMU process, and kill it if it has not gone in 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class QemuError(RuntimeError):
     """QEMU is missing, exited, or the firmware never became ready."""
 
@@ -85,13 +96,7 @@ class QemuBoard:
         return self.proc.stdout.read().decode(errors="replace").strip()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
