@@ -18,6 +18,21 @@ def need_arm_tools():
                     "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm")
 
 
+def toy_examples(n, seed):
+    """n single-text examples of a two-class toy task a tiny model learns in seconds."""
+    import numpy as np
+
+    from tinynlp_data import Example
+    rng = np.random.default_rng(seed)
+    words = ["good", "great", "fine", "bad", "awful", "poor"]
+    out = []
+    for i in range(n):
+        y = int(rng.integers(0, 2))
+        w = [words[int(rng.integers(0, 3)) + 3 * (1 - y)] for _ in range(3)]
+        out.append(Example(i, "it was " + " ".join(w), None, y))
+    return out
+
+
 @pytest.fixture(scope="session")
 def default_build(tmp_path_factory):
     """build/ of the bundled default model for qemu-m4 (firmware.elf, memory.json, ...)."""

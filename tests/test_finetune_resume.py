@@ -6,24 +6,13 @@ import pytest
 from flax import serialization
 
 from tinylm.train.finetune import FinetuneConfig, FinetuneError, finetune
+from conftest import toy_examples  # noqa: E402
 
 TINY = dict(type="embbert", vocab_size=8192, max_len=16, d=16, r=4, layers=1, kernel=4,
             dropout=0.1, init="delta")
 
 
-def _examples(n, seed):
-    from tinynlp_data import Example
-    rng = np.random.default_rng(seed)
-    words = ["good", "great", "fine", "bad", "awful", "poor"]
-    out = []
-    for i in range(n):
-        y = int(rng.integers(0, 2))
-        w = [words[int(rng.integers(0, 3)) + 3 * (1 - y)] for _ in range(3)]
-        out.append(Example(i, "it was " + " ".join(w), None, y))
-    return out
-
-
-TRAIN, VAL = _examples(96, 0), _examples(32, 1)
+TRAIN, VAL = toy_examples(96, 0), toy_examples(32, 1)
 
 
 def _run(out, resume=False, **kw):

@@ -7,6 +7,7 @@ import pytest
 
 from tinylm.train import pretrain as P
 from tinylm.tokenizer import CLS, MASK, SEP
+from conftest import toy_examples  # noqa: E402
 
 TINY = dict(type="embbert", vocab_size=8192, max_len=32, d=16, r=4, layers=1, kernel=4, dropout=0.1)
 
@@ -84,17 +85,6 @@ def test_a_run_begun_without_init_resumes_under_a_config_with_it(tmp_path):
 
 # ---------------------------------------------------------------- finetuning
 
-def _examples(n, seed):
-    from tinynlp_data import Example
-    rng = np.random.default_rng(seed)
-    words = ["good", "great", "fine", "bad", "awful", "poor"]
-    out = []
-    for i in range(n):
-        y = int(rng.integers(0, 2))
-        w = [words[int(rng.integers(0, 3)) + 3 * (1 - y)] for _ in range(3)]
-        out.append(Example(i, "it was " + " ".join(w), None, y))
-    return out
-
 
 def test_finetune_writes_a_floatrun_that_predicts(tmp_path):
     from tinylm.train.finetune import FinetuneConfig, finetune
@@ -103,9 +93,9 @@ def test_finetune_writes_a_floatrun_that_predicts(tmp_path):
     P.pretrain(tmp_path / "pre", _cfg(steps=1), stream=_stream(),
                tokenizer="models/tokenizer-8192.json")
     cfg = FinetuneConfig(epochs=3, lr=5e-3, warmup=1, max_len=16, batch_size=16)
-    val = _examples(64, 1)
+    val = toy_examples(64, 1)
     res = finetune(tmp_path / "pre", "limit", tmp_path / "ft", cfg,
-                   train_examples=_examples(256, 0), val_examples=val)
+                   train_examples=toy_examples(256, 0), val_examples=val)
     assert res["score"] > 0.9, res
     run = FloatRun(tmp_path / "ft")
     assert run.label_names == ["no", "yes"] and run.max_len == 16

@@ -9,21 +9,9 @@
  * Same SWAR popcount as binary_matmul_b32_s32 (byte sums, a byte accumulator per 31 words, one
  * fold); two columns share each load of a word of a. */
 #include "tinylm_kernels.h"
+#include "tinylm_popcount.h"
 
 #define BATCH 31 /* full words per byte accumulator: 31 * 8 = 248 <= 255 */
-
-static inline uint32_t byte_sums(uint32_t v, uint32_t m1, uint32_t m2, uint32_t m4)
-{
-    v = v - ((v >> 1) & m1);
-    v = (v & m2) + ((v >> 2) & m2);
-    return (v + (v >> 4)) & m4;
-}
-
-static inline int32_t fold_bytes(uint32_t v)
-{
-    v = (v & 0x00FF00FFu) + ((v >> 8) & 0x00FF00FFu);
-    return (int32_t)((v + (v >> 16)) & 0xFFFFu);
-}
 
 void binary_dense_b32_b32(const uint32_t *a, const uint32_t *w, const int32_t *thr, uint32_t *out,
                           int32_t m, int32_t n, int32_t k)

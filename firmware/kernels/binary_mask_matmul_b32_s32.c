@@ -7,21 +7,9 @@
  * 31 * 8 = 248 <= 255, one fold per batch); popcount(mask[i]) once per row; two channels share
  * each load of a mask word. */
 #include "tinylm_kernels.h"
+#include "tinylm_popcount.h"
 
 #define BATCH 31
-
-static inline uint32_t byte_sums(uint32_t v, uint32_t m1, uint32_t m2, uint32_t m4)
-{
-    v = v - ((v >> 1) & m1);
-    v = (v & m2) + ((v >> 2) & m2);
-    return (v + (v >> 4)) & m4;
-}
-
-static inline int32_t fold_bytes(uint32_t v)
-{
-    v = (v & 0x00FF00FFu) + ((v >> 8) & 0x00FF00FFu);
-    return (int32_t)((v + (v >> 16)) & 0xFFFFu);
-}
 
 void binary_mask_matmul_b32_s32(const uint32_t *mask, const uint32_t *v, int32_t *out, int32_t m, int32_t d,
                                 int32_t words)

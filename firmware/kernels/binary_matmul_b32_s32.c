@@ -14,21 +14,9 @@
  * keeps them in registers, where Thumb-2 does `(v >> s) & mask` in one AND (shifted operand):
  * 11 instructions per word and column, 22 per 64 binary MACs in the two-column loop. */
 #include "tinylm_kernels.h"
+#include "tinylm_popcount.h"
 
 #define BATCH 30 /* full words per batch; with the partial word 31 * 8 = 248 <= 255 */
-
-static inline uint32_t byte_sums(uint32_t v, uint32_t m1, uint32_t m2, uint32_t m4)
-{
-    v = v - ((v >> 1) & m1);
-    v = (v & m2) + ((v >> 2) & m2);
-    return (v + (v >> 4)) & m4;
-}
-
-static inline int32_t fold_bytes(uint32_t v) /* sum of the four bytes (each <= 255) */
-{
-    v = (v & 0x00FF00FFu) + ((v >> 8) & 0x00FF00FFu);
-    return (int32_t)((v + (v >> 16)) & 0xFFFFu);
-}
 
 void binary_matmul_b32_s32(const uint32_t *a, const uint32_t *w, int32_t *out, int32_t m, int32_t n, int32_t k)
 {
