@@ -219,7 +219,9 @@ def lower(graph: Graph, tile_rows: int = TILE_ROWS, fused: bool = True) -> Lower
         out = [f"/* {c_comment(node.name)} */"]
         if node.op == "Gather":
             rows, cols = shape(i_[0])
-            out.append(f"gather_s8({R(i_[0])}, {dim_expr(rows)}, {dim_expr(cols)}, {R(i_[1])}, {dim(i_[1])}, {o});")
+            packed = graph.weights[i_[0]].dtype == np.uint32 if i_[0] in graph.weights else False
+            out.append(f"gather_{'b32' if packed else 's8'}({R(i_[0])}, {dim_expr(rows)}, {dim_expr(cols)}, "
+                       f"{R(i_[1])}, {dim(i_[1])}, {o});")
         elif node.op == "PositionIds":
             out.append(f"position_ids_s32(n, {o});")
         elif node.op == "SegmentIds":

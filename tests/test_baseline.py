@@ -121,7 +121,7 @@ def test_without_sklearn_the_command_names_the_extra(data_dir):
 
 def test_bench_table_has_the_baseline_column(data_dir, tmp_path):
     pytest.importorskip("sklearn")
-    from tinylm.train.finetune import bench
+    from tinylm.train.bench import bench
     (tmp_path / "emotion").mkdir()
     (tmp_path / "emotion" / "run.json").write_text(json.dumps(dict(
         metric="accuracy", validation_score=0.5, best_epoch=1, wall_s=1.0, n_train=600, max_len=64)))
@@ -134,7 +134,7 @@ def test_bench_table_has_the_baseline_column(data_dir, tmp_path):
 
 
 def test_bench_without_sklearn_notes_the_extra(data_dir, tmp_path, monkeypatch):
-    from tinylm.train.finetune import bench
+    from tinylm.train.bench import bench
     (tmp_path / "emotion").mkdir()
     (tmp_path / "emotion" / "run.json").write_text(json.dumps(dict(
         metric="accuracy", validation_score=0.5, best_epoch=1, wall_s=1.0, n_train=600, max_len=64)))

@@ -139,7 +139,7 @@ def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
 
 
 def test_bench_table_reuses_finished_tasks(tmp_path):
-    from tinylm.train.finetune import bench
+    from tinylm.train.bench import bench
     for t, s in [("emotion", 0.8), ("snips", 0.9)]:
         (tmp_path / t).mkdir()
         (tmp_path / t / "run.json").write_text(json.dumps(dict(

@@ -12,6 +12,8 @@ extern "C" {
 
 /* tinylm.graph.ops.gather: out[n,cols] = table[ids[i], :]; ids already validated (0 <= id < rows). */
 void gather_s8(const int8_t *table, int32_t rows, int32_t cols, const int32_t *ids, int32_t n, int8_t *out);
+/* the same on bit-packed rows (binary token embedding, tinylm.graph.ops.binarize_int's layout) */
+void gather_b32(const uint32_t *table, int32_t rows, int32_t cols, const int32_t *ids, int32_t n, uint32_t *out);
 
 /* tinylm.graph.ops.position_ids: out[i] = i for i < n. */
 void position_ids_s32(int32_t n, int32_t *out);

@@ -19,12 +19,23 @@ def quantize(run: Path = typer.Argument(..., help="float run directory (from tin
              qat: bool = typer.Option(False, "--qat", help="EmbBERT: quantization-aware training on the train split (best epoch on validation, in the integer forward)"),
              epochs: int = typer.Option(2, help="--qat: training epochs"),
              limit: Optional[int] = typer.Option(None, min=1, help="--qat: train on a random N training examples"),
-             max_len: Optional[int] = typer.Option(None, "--max-len", help="EmbBERT PTQ: longest input of the graph (default: the run's; at most the position table)")):
-    """Quantize a float run to an integer-only ONNX graph (int8 weights and activations)."""
+             max_len: Optional[int] = typer.Option(None, "--max-len", help="EmbBERT PTQ: longest input of the graph (default: the run's; at most the position table)"),
+             bits: int = typer.Option(8, help="8: EmbBERT-Q / int8; 1: a binary EmbBERT run (trained with "
+                                      "tinylm finetune --binary) lowered to the binary ops")):
+    """Quantize a float run to an integer-only ONNX graph (int8 weights and activations, or with
+    --bits 1 the 1-bit weights and activations of a binary run)."""
     from tinylm.train.floatrun import RunError
     from tinylm.train.floatrun import FloatRun
     try:
-        arch = FloatRun(run).arch
+        fr = FloatRun(run)
+        arch, binary = fr.arch, bool(fr.config.get("binary", False))
+        if bits not in (1, 8):
+            fail(f"--bits {bits}: 8 (int8) or 1 (binary)")
+        if bits == 1 and not binary:
+            fail(f"{run} is not a binary model: train one from it first, e.g. tinylm finetune --init-from "
+                 f"{run} --binary --teacher {run} --task {fr.task} --out runs/binary-{fr.task}")
+        if bits == 8 and binary:
+            fail(f"{run} is a binary model (config binary): quantize it with --bits 1")
         if qat:
             if arch != "embbert":
                 fail(f"{run}: --qat is implemented for EmbBERT runs (arch {arch!r})")

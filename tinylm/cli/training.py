@@ -109,6 +109,17 @@ def finetune_cmd(
                                        "delta (the configs' default) or flax (the old one)."),
     tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer for --from-scratch (default "
                                              "models/tokenizer-<vocab>.json)."),
+    init_from: Optional[Path] = typer.Option(None, help="Start from this float run's weights, config "
+                                             "and tokenizer (e.g. a binary model from its float one)."),
+    binary: bool = typer.Option(False, help="BiPFT-style binary model: 1-bit Wq, Wo, Wc and their "
+                                "inputs (docs/binary.md); usually with --init-from and --teacher."),
+    binary_embedding: bool = typer.Option(False, help="Also binarize the token embedding (r bits a "
+                                          "token, W_te binary): 1/4 of the int8 table's flash."),
+    teacher: Optional[Path] = typer.Option(None, help="Float run of the same architecture to distil "
+                                           "from (soft logits and hidden states)."),
+    kd_weight: float = typer.Option(1.0, help="With --teacher: weight of the soft-logit KL term."),
+    hidden_weight: float = typer.Option(1.0, help="With --teacher: weight of the hidden-state MSE term."),
+    temperature: float = typer.Option(1.0, help="With --teacher: softmax temperature of the KL term."),
     epochs: int = typer.Option(30, help="Maximum number of epochs (early stopping usually ends sooner)."),
     patience: int = typer.Option(3, help="Stop after this many epochs without a better validation "
                                  "score (0: never)."),
@@ -132,14 +143,20 @@ def finetune_cmd(
     Progress goes to OUT/log.jsonl and, when stderr is not a terminal, to stderr as lines."""
     from tinylm.train.finetune import FinetuneConfig, FinetuneError, finetune
     from tinylm.models.embbert import CheckpointMismatch
+    from tinylm.train.floatrun import RunError
     from tinynlp_data import DataError
-    if pre is None and not (from_scratch or resume):
-        _fail("give a pretraining run directory, --from-scratch, or --resume")
+    if pre is None and not (from_scratch or resume or init_from):
+        _fail("give a pretraining run directory, --from-scratch, --init-from, or --resume")
     if pre is not None and from_scratch:
         _fail("--from-scratch takes no pretraining directory")
+    if init_from is not None and (pre is not None or from_scratch):
+        _fail("--init-from replaces the pretraining directory and --from-scratch: give one of them")
+    distil = teacher is not None
     cfg = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          max_len=max_len, seed=seed, max_train=max_train, max_minutes=minutes,
-                         patience=patience or None, time_budget=time_budget, log_every=log_every)
+                         patience=patience or None, time_budget=time_budget, log_every=log_every,
+                         kd_weight=kd_weight if distil else 0.0, hidden_weight=hidden_weight if distil else 0.0,
+                         temperature=temperature)
     try:
         with progress() as prog:
             bar = prog.add_task(task, total=None, info="")
@@ -150,8 +167,10 @@ def finetune_cmd(
                     print(time.strftime("%H:%M:%S"), task, r["info"], file=sys.stderr, flush=True)
             res = finetune(None if from_scratch else pre, task, out, cfg, data_dir=data_dir,
                            on_log=on_log, resume=resume, model=_with_init(model, init),
-                           tokenizer=tokenizer)
-    except (FinetuneError, CheckpointMismatch, DataError, KeyError) as e:
+                           tokenizer=tokenizer, init_from=init_from,
+                           overrides=({"binary": True} if binary else {})
+                           | ({"binary_embedding": True} if binary_embedding else {}) or None, teacher=teacher)
+    except (FinetuneError, CheckpointMismatch, RunError, DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {out}/ckpt.msgpack holds the last finished epoch (--resume)", err=True)
@@ -220,7 +239,7 @@ def bench_cmd(
     baseline: bool = typer.Option(True, help="Add the TF-IDF + LR validation score per task (needs tinylm[baseline])."),
 ):
     """Finetune and evaluate every task of a suite; prints (and writes) a markdown table."""
-    from tinylm.train.finetune import bench
+    from tinylm.train.bench import bench
     from tinynlp_data import DataError
     try:
         res = bench(pre, suite, out, tasks=tasks.split(",") if tasks else None, epochs=epochs,

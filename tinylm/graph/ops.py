@@ -110,9 +110,9 @@ def add_int8(a, b, ma, mb, shift, xp=np):
 
 
 def gather(table, ids, xp=np):
-    """ONNX Gather on axis 0 -- kernel ``gather_s8``.
+    """ONNX Gather on axis 0 -- kernel ``gather_s8`` (``gather_b32`` on a uint32 packed table).
 
-    Rows of an int8 table [rows, cols] picked by int32 ids [...], giving [..., cols].
+    Rows of an int8 (or bit-packed uint32) table [rows, cols] picked by int32 ids [...].
     Every id must satisfy 0 <= id < rows; the interpreter raises otherwise and the
     firmware refuses such an input before inference.
     """

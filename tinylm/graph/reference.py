@@ -36,7 +36,9 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         raise GraphError(bad)
     if op == "Gather":
         data, idx = args
-        _expect(node, data, np.int8, 2, "data")
+        if data.dtype not in (np.int8, np.uint32) or data.ndim != 2:   # int8 rows, or bit-packed rows
+            raise GraphError(f"node {node.name!r} (Gather): data must be 2-D int8 or uint32 (bit-packed), "
+                             f"not {data.dtype}{list(data.shape)}")
         if idx.dtype not in (np.int32, np.int64) or idx.ndim != 1:
             raise GraphError(f"node {node.name!r} (Gather): indices must be 1-D int32/int64")
         if int(a.get("axis", 0)) != 0:

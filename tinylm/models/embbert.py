@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from tinylm.models.binary import BinaryDense, sign_ste
 from tinylm.tokenizer import PAD, SEP
 
 # `init` (EmbBERT only): "delta" (new runs) or absent / "flax" (the committed artefacts). It only
@@ -73,17 +74,23 @@ class NanoEmbedder(nn.Module):
     d: int
     r: int
     init_std: float = 0.02
+    binary: bool = False        # token rows sign(E - mean E) (r bits a token), W_te binary
 
     @nn.compact
     def __call__(self, ids):
         T = ids.shape[1]
         if T > self.max_len:
             raise ValueError(f"sequence length {T} exceeds the model's max_len {self.max_len}")
-        e_tok = nn.Embed(self.vocab_size, self.r, embedding_init=nn.initializers.normal(self.init_std),
-                         name="tok")(ids)
+        emb = nn.Embed(self.vocab_size, self.r, embedding_init=nn.initializers.normal(self.init_std), name="tok")
+        e_tok = emb(ids)
+        if self.binary:     # the scales of both factors fold into one Requantize of the popcount dot
+            e_tok = sign_ste(e_tok - jnp.mean(emb.embedding))
         e_tok = jnp.where((ids == PAD)[..., None], 0.0, e_tok)          # row 0 = padding
         pos = self.param("pos", nn.initializers.normal(self.init_std), (self.max_len, self.r))[:T]
-        x = nn.Dense(self.d, use_bias=False, name="w_te")(e_tok)
+        if self.binary:
+            x = BinaryDense(self.d, use_bias=False, binarize_input=False, name="w_te")(e_tok)
+        else:
+            x = nn.Dense(self.d, use_bias=False, name="w_te")(e_tok)
         x = x + nn.Dense(self.d, use_bias=False, name="w_pe")(pos)[None]
         x = x + nn.Embed(3, self.d, embedding_init=nn.initializers.normal(0.02),
                          name="seg")(segments_from_ids(ids))
@@ -147,6 +154,7 @@ class EmbBERTLayer(nn.Module):
     residual: bool = False
     init: str = "flax"
     conv_impl: str = "toeplitz"
+    binary: bool = False          # BiPFT-style 1-bit Wq, Wo, Wc and their inputs (models/binary.py)
 
     @nn.compact
     def __call__(self, x, mask, deterministic=True):
@@ -159,20 +167,21 @@ class EmbBERTLayer(nn.Module):
         lam1, lam2 = jnp.exp(jnp.dot(lq1, lk1)), jnp.exp(jnp.dot(lq2, lk2))
         # Efficient Attention: keys = values = h, projections only for the query and the output
         delta = self.init == "delta"
-        q = nn.Dense(d, name="wq")(h)
+        dense = BinaryDense if self.binary else nn.Dense
+        q = dense(d, name="wq")(h)
         s = jnp.einsum("btd,bsd->bts", q, h) / math.sqrt(d)
         s = jnp.where(mask[:, None, :], s, -1e30)
         a = jax.nn.softmax(s, axis=-1)
         a = jnp.where(mask[:, :, None], a, 0.0)                        # padded query rows give 0
         # delta init: Wo x 0.1 so the attention average (the same vector at every position at
         # init) does not swamp the position-preserving conv path
-        o1 = nn.Dense(d, name="wo", kernel_init=_scaled_lecun(0.1) if delta else
+        o1 = dense(d, name="wo", kernel_init=_scaled_lecun(0.1) if delta else
                       nn.initializers.lecun_normal())(jnp.einsum("bts,bsd->btd", a, h))
         # causal depthwise convolution over time: C[t] uses h[t-k+1 .. t]
         c = CausalDepthwiseConv(d, self.kernel, self.conv_impl, name="conv",
                                 kernel_init=_delta_conv_init if delta else
                                 nn.initializers.lecun_normal())(h)
-        o2 = nn.Dense(d, name="wc", kernel_init=_minus_identity_init if delta else
+        o2 = dense(d, name="wc", kernel_init=_minus_identity_init if delta else
                       nn.initializers.lecun_normal())(nn.silu(c))
         out = lam1 * o1 - lam2 * o2
         if self.residual:
@@ -190,13 +199,14 @@ class EmbBERT(nn.Module):
         ids = ids.astype(jnp.int32)
         mask = ids != PAD
         x = NanoEmbedder(c["vocab_size"], c["max_len"], c["d"], c["r"], c.get("emb_init", 0.02),
-                          name="embedder")(ids)
+                         bool(c.get("binary_embedding", False)), name="embedder")(ids)
         init = c.get("init", "flax")
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
         for i in range(c["layers"]):
             x = EmbBERTLayer(c["d"], c["kernel"], c.get("dropout", 0.0), c.get("residual", False),
-                             init, c.get("conv_impl", "toeplitz"), name=f"layer_{i}")(x, mask, deterministic)
+                             init, c.get("conv_impl", "toeplitz"), bool(c.get("binary", False)),
+                             name=f"layer_{i}")(x, mask, deterministic)
         return x
 
 

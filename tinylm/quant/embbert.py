@@ -28,7 +28,7 @@ import numpy as np
 
 from tinylm import graph as G
 from tinylm.quant import qmath
-from tinylm.quant.lowering import Lowering
+from tinylm.quant.lowering import Lowering, pack_signs
 from tinylm.tokenizer import SEP
 
 
@@ -52,14 +52,50 @@ def lambdas(lp) -> tuple[float, float]:
             math.exp(float(np.dot(lp["lambda_q2"], lp["lambda_k2"]))))
 
 
+def binary_parts(layer) -> dict:
+    """A BinaryDense layer (tinylm/models/binary.py) in float64: the sign bits of W - mean(W)
+    (bool [k, n], True = +1), a_w [n], alpha, beta [k], bias [n]."""
+    w = layer["kernel"]
+    mu = w.mean(axis=0, keepdims=True)
+    return dict(bits=(w - mu) >= 0, a_w=np.abs(w - mu).mean(axis=0), alpha=abs(float(layer["alpha"])) + 1e-6,
+                beta=np.asarray(layer["beta"]), bias=layer["bias"])
+
+
+def dense_f(x, layer, binary: bool):
+    """Float Dense, or the BinaryDense forward: alpha sign(x + beta) @ a_w sign(W - mean W) + b."""
+    if not binary:
+        return x @ layer["kernel"] + layer["bias"]
+    b = binary_parts(layer)
+    sx = np.where(x + b["beta"] >= 0, 1.0, -1.0)
+    return b["alpha"] * (sx @ np.where(b["bits"], 1.0, -1.0)) * b["a_w"] + b["bias"]
+
+
+def binary_embedding_parts(em) -> dict:
+    """The binary token embedding (models/embbert.NanoEmbedder binary): sign bits of the table
+    (bool [V, r], True = +1, about the table's mean) and of W_te (bool [r, d]), a_w [d]."""
+    tab = em["tok"]["embedding"]
+    w = em["w_te"]["kernel"]
+    mu = w.mean(axis=0, keepdims=True)
+    return dict(tok=(tab - tab.mean()) >= 0, bits=(w - mu) >= 0, a_w=np.abs(w - mu).mean(axis=0))
+
+
+def binary_embedding_f(em, ids):
+    b = binary_embedding_parts(em)
+    return np.where(b["tok"][ids], 1.0, -1.0) @ np.where(b["bits"], 1.0, -1.0) * b["a_w"]
+
+
 def forward(p, config, ids) -> tuple[np.ndarray, dict]:
     """Float EmbBERT classifier on one unpadded sequence: (logits [C], taps {name: array}).
     Taps are the tensors whose int8 scales the quantizer needs."""
     ids = np.asarray(ids, np.int64)
     T, d = len(ids), config["d"]
+    binary = bool(config.get("binary", False))
     bb, em = p["backbone"], p["backbone"]["embedder"]
     taps = {}
-    te = em["tok"]["embedding"][ids] @ em["w_te"]["kernel"]
+    if config.get("binary_embedding", False):
+        te = binary_embedding_f(em, ids)
+    else:
+        te = em["tok"]["embedding"][ids] @ em["w_te"]["kernel"]
     pe = em["pos"][:T] @ em["w_pe"]["kernel"]
     taps["embed.tok"], taps["embed.pos"] = te, pe
     taps["embed.tokpos"] = te + pe
@@ -68,18 +104,18 @@ def forward(p, config, ids) -> tuple[np.ndarray, dict]:
     for i in range(config["layers"]):
         lp, pre = bb[f"layer_{i}"], f"layer{i}"
         h = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + 1e-6) * lp["norm"]["scale"]
-        q = h @ lp["wq"]["kernel"] + lp["wq"]["bias"]
+        q = dense_f(h, lp["wq"], binary)
         s = q @ h.T / math.sqrt(d)
         a = np.exp(s - s.max(-1, keepdims=True))
         a /= a.sum(-1, keepdims=True)
         av = a @ h
-        o1 = av @ lp["wo"]["kernel"] + lp["wo"]["bias"]
+        o1 = dense_f(av, lp["wo"], binary)
         w = lp["conv"]["kernel"][:, 0, :]
         k = w.shape[0]
         hp = np.concatenate([np.zeros((k - 1, d)), h])
         c = np.stack([(hp[t:t + k] * w).sum(0) for t in range(T)]) + lp["conv"]["bias"]
         sc = _silu(c)
-        o2 = sc @ lp["wc"]["kernel"] + lp["wc"]["bias"]
+        o2 = dense_f(sc, lp["wc"], binary)
         l1, l2 = lambdas(lp)
         x = l1 * o1 - l2 * o2
         if config.get("residual", False):
@@ -120,7 +156,12 @@ def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *,
     else:
         S = dict(scales)
     b = Lowering()
-    requant, dense = b.requantize, b.dense
+    requant = b.requantize
+    if config.get("binary", False):
+        def dense(x, s_x, layer, s_out, name):
+            return b.binary_dense(x, s_x, binary_parts(layer), s_out, name)
+    else:
+        dense = b.dense
 
     em = p["backbone"]["embedder"]
     # --- embedder
@@ -135,9 +176,16 @@ def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *,
     # (and of layer 0's norm) then run as one row-tiled loop in the generated C
     pid = b.op("PositionIds", [G.INPUT], "embed.positions")
     sid = b.op("SegmentIds", [G.INPUT], "embed.segments")
-    t = b.op("Gather", [b.const("embed.tok_table", tok_q), G.INPUT], "embed.tok.gather")
-    t = b.op("MatMulInteger", [t, b.const("embed.w_te", wte_q)], "embed.tok.mm")
-    t = requant(t, s_tok[0] * s_wte / S["embed.tok"], "embed.tok")
+    if config.get("binary_embedding", False):     # r bits a token: Gather packed rows, popcount dot
+        be = binary_embedding_parts(em)
+        t = b.op("Gather", [b.const("embed.tok_bits", pack_signs(be["tok"])), G.INPUT], "embed.tok.gather")
+        t = b.op("BinaryMatMulInt", [t, b.const("embed.w_te_bits", pack_signs(be["bits"].T))], "embed.tok.mm",
+                 k=int(be["bits"].shape[0]))
+        t = requant(t, be["a_w"] / S["embed.tok"], "embed.tok")
+    else:
+        t = b.op("Gather", [b.const("embed.tok_table", tok_q), G.INPUT], "embed.tok.gather")
+        t = b.op("MatMulInteger", [t, b.const("embed.w_te", wte_q)], "embed.tok.mm")
+        t = requant(t, s_tok[0] * s_wte / S["embed.tok"], "embed.tok")
     e = b.op("Gather", [b.const("embed.pos_table", pos_q), pid], "embed.pos.gather")
     e = b.op("MatMulInteger", [e, b.const("embed.w_pe", wpe_q)], "embed.pos.mm")
     e = requant(e, s_pos[0] * s_wpe / S["embed.pos"], "embed.pos")
@@ -178,6 +226,8 @@ def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *,
             "max_len": L, "vocab": config["vocab_size"], "logit_scale": float(s_x * sw[0]),
             "tokenizer": tokenizer_json, "quantization": quantization,
             "calibration_examples": int(len(calib_seqs)), "config": config}
+    if config.get("binary", False) or config.get("binary_embedding", False):   # int8 graphs keep their bytes
+        meta.update(weight_bits=1, binary_embedding=bool(config.get("binary_embedding", False)))
     return b.to_model(len(label_names), meta)
 
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 import numpy as np
 
 from tinylm import graph as G
+from tinylm.graph import ops
 from tinylm.quant import qmath
+
+
+def pack_signs(plus) -> np.ndarray:
+    """bool [..., K] (True = +1) -> uint32 [..., ceil(K/32)] in BinarizeInt's bit layout."""
+    return ops.binarize_int(np.where(plus, 1, -1).astype(np.int8), np.zeros(1, np.int32))
 
 
 class Lowering(G.GraphBuilder):
@@ -24,6 +30,19 @@ class Lowering(G.GraphBuilder):
         bias = self.const(name + ".b", qmath.quantize_bias(layer["bias"], s_x * sw))
         acc = self.op("Add", [acc, bias], name + ".bias")
         return self.requantize(acc, s_x * sw / s_out, name)
+
+    def binary_dense(self, x: str, s_x: float, layer: dict, s_out: float, name: str) -> str:
+        """BinarizeInt (beta in units of s_x) + BinaryMatMulInt + int32 bias Add + Requantize of a
+        BinaryDense layer (quant/embbert.binary_parts): alpha sign(x + beta) @ a_w sign(W - mu) + b
+        = alpha a_w (k - 2 popcount) + b, so alpha a_w is the scale of the popcount dot."""
+        k = layer["bits"].shape[0]
+        beta = np.round(np.asarray(layer["beta"], np.float64) / s_x).astype(np.int32)
+        bits = self.op("BinarizeInt", [x, self.const(name + ".beta", beta)], name + ".sign")
+        acc = self.op("BinaryMatMulInt", [bits, self.const(name + ".wb", pack_signs(layer["bits"].T))],
+                      name + ".mm", k=int(k))
+        scale = layer["alpha"] * np.asarray(layer["a_w"], np.float64)
+        acc = self.op("Add", [acc, self.const(name + ".b", qmath.quantize_bias(layer["bias"], scale))], name + ".bias")
+        return self.requantize(acc, scale / s_out, name)
 
     def rmsnorm(self, x: str, gain: np.ndarray, s_out: float, name: str) -> str:
         """RMSNormInt: the input scale cancels; the int8 gain's scale and 2**-14 (ops.rmsnorm_int)

@@ -58,9 +58,13 @@ def ip_from_graph(g) -> dict:
     weights, nodes = _graph_parts(g)
     W = {k: np.asarray(v) for k, v in weights.items()}
     meta_layers = sum(1 for n in nodes if n.endswith(".norm") and n.startswith("layer"))
-    ip = {"tok": W["embed.tok_table"], "w_te": W["embed.w_te"], "tok.m": W["embed.tok.m"], "tok.s": W["embed.tok.s"],
+    ip = {"tok.m": W["embed.tok.m"], "tok.s": W["embed.tok.s"],
           "pos": W["embed.pos_table"], "w_pe": W["embed.w_pe"], "pos.m": W["embed.pos.m"], "pos.s": W["embed.pos.s"],
           "seg": W["embed.seg_table"], "exp_lut": W["exp_lut"], "head.w": W["head.w"], "head.b": W["head.b"]}
+    if "embed.tok_bits" in W:           # binary token embedding
+        ip["tok_bits"], ip["w_te_bits"] = W["embed.tok_bits"], W["embed.w_te_bits"]
+    else:
+        ip["tok"], ip["w_te"] = W["embed.tok_table"], W["embed.w_te"]
     for key, node in (("tokpos", "embed.tokpos"), ("embed", "embed")):
         a = nodes[node]
         ip[key] = np.array([a["ma"], a["mb"], a["shift"]], np.int64)
@@ -73,7 +77,10 @@ def ip_from_graph(g) -> dict:
             for s in (".m", ".s"):
                 ip[n + s] = W[n + s]
         for n in _dense_names(pre):
-            ip[n + ".w"], ip[n + ".b"] = W[n + ".w"], W[n + ".b"]
+            ip[n + ".b"] = W[n + ".b"]
+            for part in (".w", ".wb", ".beta"):           # int8 (.w) or binary (.wb, .beta) weights
+                if n + part in W:
+                    ip[n + part] = W[n + part]
         ip[pre + ".conv.w"], ip[pre + ".conv.b"] = W[pre + ".conv.w"], W[pre + ".conv.b"]
         ip[pre + ".silu.t"] = W[pre + ".silu.t"]
         a = nodes[pre + ".att"]
@@ -126,13 +133,21 @@ def ip_from_float(params, S: dict, consts: dict, config: dict, max_len: int):
     f64 = lambda a: jnp.asarray(a).astype(jnp.float64)  # noqa: E731
     bb, em = params["backbone"], params["backbone"]["embedder"]
     ip, ws = {}, {}
-    tok = f64(em["tok"]["embedding"]).at[0].set(0.0)
-    ip["tok"], ws["tok"] = qw(tok, per_channel=False)
+    if config.get("binary_embedding", False):     # quant/embbert.binary_embedding_parts on jax.numpy
+        tab, w = f64(em["tok"]["embedding"]), f64(em["w_te"]["kernel"])
+        mu = w.mean(axis=0, keepdims=True)
+        pm = lambda plus: ops.binarize_int(jnp.where(plus, 1, -1).astype(jnp.int8), jnp.zeros(1, jnp.int32), jnp)  # noqa: E731
+        ip["tok_bits"], ip["w_te_bits"] = pm(tab - tab.mean() >= 0), pm((w - mu >= 0).T)
+        ws["w_te"] = jnp.abs(w - mu).mean(axis=0)
+        ip["tok.m"], ip["tok.s"] = qm(ws["w_te"] / S["embed.tok"])
+    else:
+        tok = f64(em["tok"]["embedding"]).at[0].set(0.0)
+        ip["tok"], ws["tok"] = qw(tok, per_channel=False)
+        ip["w_te"], ws["w_te"] = qw(em["w_te"]["kernel"])
+        ip["tok.m"], ip["tok.s"] = qm(ws["tok"][0] * ws["w_te"] / S["embed.tok"])
     ip["pos"], ws["pos"] = qw(f64(em["pos"])[:max_len], per_channel=False)
-    ip["w_te"], ws["w_te"] = qw(em["w_te"]["kernel"])
     ip["w_pe"], ws["w_pe"] = qw(em["w_pe"]["kernel"])
     ip["seg"], ws["seg"] = qw(em["seg"]["embedding"], per_channel=False)
-    ip["tok.m"], ip["tok.s"] = qm(ws["tok"][0] * ws["w_te"] / S["embed.tok"])
     ip["pos.m"], ip["pos.s"] = qm(ws["pos"][0] * ws["w_pe"] / S["embed.pos"])
     ip["tokpos"] = qadd(jnp.float64(S["embed.tok"]), jnp.float64(S["embed.pos"]),
                                      jnp.float64(S["embed.tokpos"]))
@@ -141,6 +156,17 @@ def ip_from_float(params, S: dict, consts: dict, config: dict, max_len: int):
     s_x = S["embed"]
 
     def dense(name, layer, s_in, s_out):
+        if config.get("binary", False):         # quant/lowering.binary_dense, on jax.numpy
+            w = f64(layer["kernel"])
+            mu = w.mean(axis=0, keepdims=True)
+            plus = jnp.where(w - mu >= 0, 1, -1).astype(jnp.int8).T
+            ip[name + ".wb"] = ops.binarize_int(plus, jnp.zeros(1, jnp.int32), jnp)
+            ip[name + ".beta"] = jnp.round(f64(layer["beta"]) / s_in).astype(jnp.int32)
+            sw = (jnp.abs(f64(layer["alpha"])) + 1e-6) * jnp.abs(w - mu).mean(axis=0)
+            ws[name] = sw
+            ip[name + ".b"] = qb(layer["bias"], sw)
+            ip[name + ".m"], ip[name + ".s"] = qm(sw / s_out)
+            return
         ip[name + ".w"], sw = qw(layer["kernel"])
         ws[name] = sw
         ip[name + ".b"] = qb(layer["bias"], s_in * sw)
@@ -210,6 +236,7 @@ def forward(ip, ids, layers: int, params=None, S=None, ws=None):
     surrogate, whose value equals the integer logits times their scale."""
     import jax
     import jax.numpy as jnp
+    from tinylm.models.binary import binary_activation, binary_weight, sign_ste
     ids = jnp.asarray(ids).astype(jnp.int32)
     B, T = ids.shape
     kmask = ids != PAD
@@ -220,13 +247,21 @@ def forward(ip, ids, layers: int, params=None, S=None, ws=None):
     def requant(acc, name):
         return ops.requantize(acc, ip[name + ".m"], ip[name + ".s"], xp)
 
-    def dense(v, name):                       # MatMulInteger + Add + Requantize
-        return requant(ops.add_int32(ops.matmul_integer(v, ip[name + ".w"], xp), ip[name + ".b"], xp), name)
+    def dense(v, name):                       # MatMulInteger (or the binary pair) + Add + Requantize
+        if name + ".wb" in ip:
+            acc = ops.binary_matmul_int(ops.binarize_int(v, ip[name + ".beta"], xp), ip[name + ".wb"], v.shape[-1], xp)
+        else:
+            acc = ops.matmul_integer(v, ip[name + ".w"], xp)
+        return requant(ops.add_int32(acc, ip[name + ".b"], xp), name)
 
     def add8(a, b, mab):
         return ops.add_int8(a, b, mab[0], mab[1], mab[2], xp)
     # --- embedder
-    t = requant(ops.matmul_integer(ops.gather(ip["tok"], ids, xp), ip["w_te"], xp), "tok")
+    if "tok_bits" in ip:
+        r = ip["w_pe"].shape[0]              # the token rows have the position rows' width r
+        t = requant(ops.binary_matmul_int(ops.gather(ip["tok_bits"], ids, xp), ip["w_te_bits"], r, xp), "tok")
+    else:
+        t = requant(ops.matmul_integer(ops.gather(ip["tok"], ids, xp), ip["w_te"], xp), "tok")
     e = requant(ops.matmul_integer(ops.gather(ip["pos"], ops.position_ids(ids, xp), xp), ip["w_pe"], xp), "pos")
     e = jnp.broadcast_to(e, t.shape)
     tp = add8(t, e, ip["tokpos"])
@@ -234,8 +269,13 @@ def forward(ip, ids, layers: int, params=None, S=None, ws=None):
     x = add8(tp, ops.gather(ip["seg"], seg, xp), ip["embed"])
     if sur:
         em = params["backbone"]["embedder"]
-        tok_f = _wq(jnp.asarray(em["tok"]["embedding"]).at[0].set(0.0), ip["tok"], ws["tok"][0])
-        ft = _ste(tok_f[ids] @ _wq(em["w_te"]["kernel"], ip["w_te"], ws["w_te"]), t, S["embed.tok"])
+        if "tok_bits" in ip:                 # NanoEmbedder's binary forward, straight through
+            tab = jnp.asarray(em["tok"]["embedding"])
+            sgn = jnp.where((ids == PAD)[..., None], 0.0, sign_ste(tab[ids] - jnp.mean(tab)))
+            ft = _ste(sgn @ binary_weight(em["w_te"]["kernel"])[0], t, S["embed.tok"])
+        else:
+            tok_f = _wq(jnp.asarray(em["tok"]["embedding"]).at[0].set(0.0), ip["tok"], ws["tok"][0])
+            ft = _ste(tok_f[ids] @ _wq(em["w_te"]["kernel"], ip["w_te"], ws["w_te"]), t, S["embed.tok"])
         fe = _ste(_wq(em["pos"][:T], ip["pos"][:T], ws["pos"][0]) @ _wq(em["w_pe"]["kernel"], ip["w_pe"], ws["w_pe"]),
                   e[0], S["embed.pos"])
         ftp = _ste(ft + fe[None], tp, S["embed.tokpos"])
@@ -264,6 +304,10 @@ def forward(ip, ids, layers: int, params=None, S=None, ws=None):
 
             def fdense(v, layer, name, s_in):
                 sw = ws[name]
+                if name + ".wb" in ip:           # BinaryDense's straight-through forward; bias scale sw
+                    b = layer["bias"] + jax.lax.stop_gradient((ip[name + ".b"] * sw).astype(f32) - layer["bias"])
+                    xb = binary_activation(v, jnp.abs(layer["alpha"]) + 1e-6, layer["beta"])
+                    return xb @ binary_weight(layer["kernel"])[0] + b
                 b = layer["bias"] + jax.lax.stop_gradient((ip[name + ".b"] * s_in * sw).astype(f32) - layer["bias"])
                 return v @ _wq(layer["kernel"], ip[name + ".w"], sw) + b
             fq = _ste(fdense(frows, lp["wq"], pre + ".q", S[pre + ".norm"]), q, S[pre + ".q"])

@@ -1,4 +1,4 @@
-"""Finetuning a pretrained EmbBERT on one task, and the benchmark over a suite.
+"""Finetuning EmbBERT on one task (the benchmark over a suite: tinylm/train/bench.py).
 
 Head: Linear(d, C) on position 0 (C = 1 and MSE for the regression task STS-B, cross-entropy
 otherwise). AdamW with a short linear warm-up then a constant learning rate, weight decay 0.05,
@@ -27,12 +27,6 @@ import numpy as np
 
 from tinylm.tokenizer import encode_examples, load_tokenizer
 
-# The authors' TinyNLP accuracies (fp32, mean of 5 runs), from the model doc.
-AUTHORS_TINYNLP = {"imdb": 84.10, "ag_news": 90.46, "cyberbullying": 83.97, "limit": 76.36,
-                   "emotion": 89.58, "nlu": 88.16, "snips": 97.67}
-AUTHORS_TINYNLP_AVG = 87.19
-
-
 class FinetuneError(ValueError):
     pass
 
@@ -51,11 +45,18 @@ class FinetuneConfig:
     patience: int | None = 3           # stop after this many epochs without a better validation score
     time_budget: float | None = None   # minutes: checkpoint and stop, unfinished (continue with resume)
     log_every: int = 50                # a progress line every N steps (and one per epoch)
+    # distillation from a float teacher run of the same architecture (BiPFT, MiniLM): loss =
+    # CE + kd_weight * T^2 KL(teacher || student at temperature T) + hidden_weight * the mean
+    # over layers of |h_s - h_t|^2 / mean h_t^2 on real tokens
+    kd_weight: float = 0.0
+    hidden_weight: float = 0.0
+    temperature: float = 1.0
 
 
 # What a resumed run must share with the run that wrote the checkpoint (the rest -- epochs,
 # patience, budgets, logging -- may change between sessions).
-_RESUME_KEYS = ("batch_size", "lr", "warmup", "weight_decay", "max_len", "seed", "max_train")
+_RESUME_KEYS = ("batch_size", "lr", "warmup", "weight_decay", "max_len", "seed", "max_train",
+                "kd_weight", "hidden_weight", "temperature")
 
 
 def load_pretrained(pre: str | Path):
@@ -113,8 +114,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _start(pre, out: Path, cfg: FinetuneConfig, resume: bool, model, tokenizer):
-    """(config, tokenizer, backbone params or None, meta of the source) for a new or resumed run."""
+def _start(pre, out: Path, cfg: FinetuneConfig, resume: bool, model, tokenizer, init_from=None, overrides=None):
+    """(config, tokenizer, params to start from ({"backbone": ...}, a whole classifier's, or None),
+    meta of the source) for a new or resumed run."""
     from tinylm.models.embbert import get_config
     if resume:
         meta_path = out / "run.json"
@@ -126,6 +128,12 @@ def _start(pre, out: Path, cfg: FinetuneConfig, resume: bool, model, tokenizer):
             raise FinetuneError(f"{out}: the checkpoint was trained with other settings ("
                                 + ", ".join(f"{k} {old['finetune'].get(k)} != {getattr(cfg, k)}" for k in diff) + ")")
         return old["config"], load_tokenizer(out / "tokenizer.json"), None, old
+    if init_from is not None:           # a trained float run (its config, tokenizer and weights)
+        from tinylm.train.floatrun import FloatRun
+        run = FloatRun(init_from)
+        if run.arch != "embbert":
+            raise FinetuneError(f"{init_from}: arch {run.arch!r}, finetune starts from embbert runs only")
+        return dict(run.config, **(overrides or {})), run.tokenizer, run.params, dict(source=str(init_from))
     if pre is None:                     # from scratch: a fresh init of the config
         from tinylm.train.pretrain import _default_tokenizer
         config = get_config(model or "embbert")
@@ -133,19 +141,34 @@ def _start(pre, out: Path, cfg: FinetuneConfig, resume: bool, model, tokenizer):
         if tok.get_vocab_size() != config["vocab_size"]:
             raise FinetuneError(f"tokenizer of {tok.get_vocab_size()} tokens, the config expects "
                                 f"{config['vocab_size']}")
-        return config, tok, None, dict(source=None)
+        return dict(config, **(overrides or {})), tok, None, dict(source=None)
     config, tok, backbone, pre_meta = load_pretrained(pre)
-    return config, tok, backbone, dict(source=str(pre), tokens=pre_meta.get("tokens"))
+    return dict(config, **(overrides or {})), tok, {"backbone": backbone}, dict(source=str(pre), tokens=pre_meta.get("tokens"))
+
+
+def _merge(fresh, start):
+    """`fresh` with every leaf that `start` has at the same path and shape taken from `start`
+    (a float run starts a binary model: its alpha and beta stay fresh)."""
+    if isinstance(fresh, dict):
+        return {k: _merge(v, start[k]) if isinstance(start, dict) and k in start else v for k, v in fresh.items()}
+    if getattr(start, "shape", None) != getattr(fresh, "shape", None):
+        raise FinetuneError(f"cannot start from a parameter of shape {getattr(start, 'shape', None)}, "
+                            f"the model has {fresh.shape}")
+    return start
 
 
 def finetune(pre: str | Path | None, task_name: str, out: str | Path,
              cfg: FinetuneConfig = FinetuneConfig(), data_dir=None,
              on_log: Callable[[dict], None] | None = None, train_examples=None, val_examples=None,
              resume: bool = False, model: str | dict | None = None,
-             tokenizer: str | Path | None = None) -> dict:
+             tokenizer: str | Path | None = None, init_from: str | Path | None = None,
+             overrides: dict | None = None, teacher: str | Path | None = None) -> dict:
     """Finetunes into `out`. pre=None trains `model` (a config name or dict, default "embbert")
-    from scratch with `tokenizer` (default models/tokenizer-<V>.json). resume=True continues
-    from out/ckpt.msgpack (pre, model and tokenizer are then taken from `out`)."""
+    from scratch with `tokenizer` (default models/tokenizer-<V>.json); `init_from` (a float run)
+    starts from that run's weights, config and tokenizer. `overrides` change config keys (e.g.
+    binary=True: the BiPFT-style model, whose alphas are then set from a training batch).
+    `teacher` (a float run) is distilled from (cfg.kd_weight, cfg.hidden_weight). resume=True
+    continues from out/ckpt.msgpack (pre, model and tokenizer are then taken from `out`)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -155,7 +178,7 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
 
     task = get_task(task_name)
     out = Path(out)
-    config, tok, backbone, source = _start(pre, out, cfg, resume, model, tokenizer)
+    config, tok, start, source = _start(pre, out, cfg, resume, model, tokenizer, init_from, overrides)
     if cfg.max_len > config["max_len"]:
         raise FinetuneError(f"max_len {cfg.max_len} exceeds the model's max_len {config['max_len']}")
     train = train_examples if train_examples is not None else load_split(task, "train", data_dir)
@@ -173,8 +196,13 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
     net = classifier_from_config(config, n_out)
     key = jax.random.PRNGKey(cfg.seed)
     params = dict(net.init(key, np.zeros((1, 16), np.int32))["params"])
-    if backbone is not None:
-        params["backbone"] = backbone
+    if start is not None:
+        params = jax.tree_util.tree_map(jnp.asarray, _merge(params, start))
+    if config.get("binary") and not resume:
+        from tinylm.models.binary import init_alphas
+        x = next(_batches(tr_ids, np.arange(min(256, len(tr_ids))), 256, cfg.max_len))[1]
+        params = init_alphas(lambda p, x: net.apply({"params": p}, x, mutable=["intermediates"]), params, x)
+    distill = _distiller(teacher, config, cfg, n_out) if teacher is not None else None
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
         optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, max(1, cfg.warmup)),
                               optax.constant_schedule(cfg.lr)], [max(1, cfg.warmup)]),
@@ -199,7 +227,8 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
         (out / "tokenizer.json").write_text(tok.to_str())
         meta = dict(arch="embbert", config=config, task=task.name, label_names=list(task.label_names),
                     max_len=cfg.max_len, metric=task.metric, n_train=len(train), n_val=len(val),
-                    pretrained_from=source.get("source"), pretrain_tokens=source.get("tokens"))
+                    pretrained_from=source.get("source"), pretrain_tokens=source.get("tokens"),
+                    teacher=str(teacher) if teacher is not None else None)
     params, opt_state, best_params = st["params"], st["opt_state"], st["best_params"]
     step, epoch, pos = int(st["step"]), int(st["epoch"]), int(st["pos"])
     best, best_epoch, bad = float(st["best"]), int(st["best_epoch"]), int(st["bad_epochs"])
@@ -207,11 +236,14 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
     wall_before = float(st["wall_s"])
 
     def loss_fn(p, x, y, w, k):
-        logits = net.apply({"params": p}, x, deterministic=False, rngs={"dropout": k})
+        logits, state = net.apply({"params": p}, x, deterministic=False, rngs={"dropout": k},
+                                  capture_intermediates=_layer_outputs, mutable=["intermediates"])
         if regression:
             per = (logits[:, 0] - y) ** 2
         else:
             per = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        if distill is not None:
+            per = per + distill(x, logits, state["intermediates"])
         return (per * w).sum() / jnp.maximum(w.sum(), 1.0)
 
     @jax.jit
@@ -319,70 +351,47 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
         logf.close()
 
 
-def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, max_len: int = 128,
-          lr: float = 5e-4, seed: int = 0, max_train=None, minutes=None, data_dir=None,
-          log: Callable[[str], None] = print, reuse: bool = False,
-          task_max_len: dict | None = None, baseline: bool = False) -> dict:
-    """Finetunes every task of a suite (or `tasks`), returns rows and a markdown table.
+def _layer_outputs(mdl, method_name) -> bool:
+    """capture_intermediates filter: the output of every EmbBERT layer (the hidden states)."""
+    from tinylm.models.embbert import EmbBERTLayer
+    return method_name == "__call__" and isinstance(mdl, EmbBERTLayer)
 
-    With `baseline`, each row also gets the TF-IDF + logistic-regression validation score
-    (tinylm.train.baseline), the bar the model must clear; it is cached in OUT/<task>/baseline.json.
-    Off by default here because it refits a linear model per task (seconds to a minute each);
-    `tinylm bench` turns it on."""
-    from tinynlp_data import GLUE, TINYNLP, get_task
-    from tinynlp_data.metrics import glue_average
-    names = {"tinynlp": TINYNLP, "glue": GLUE}.get(suite)
-    if names is None:
-        raise ValueError(f"unknown suite {suite!r}; known: tinynlp, glue")
-    for t in tasks or []:
-        if get_task(t).suite != suite:
-            raise ValueError(f"task {t!r} is not in suite {suite}")
-    names = [n for n in names if not tasks or n in tasks]
-    out = Path(out) if out else Path(pre) / f"bench-{suite}"
-    rows = []
-    for name in names:
-        done = out / name / "run.json"
-        if reuse and done.is_file():
-            m = json.loads(done.read_text())
-            r = dict(task=name, metric=m["metric"], score=m["validation_score"], best_epoch=m["best_epoch"],
-                     wall_s=m["wall_s"], n_train=m.get("n_train"), max_len=m["max_len"], reused=True)
-            log(f"[bench] {name}: reusing {done} ({r['metric']} {r['score']:.4f})")
-            rows.append(r)
-            continue
-        ml = (task_max_len or {}).get(name, max_len)
-        cfg = FinetuneConfig(epochs=epochs, lr=lr, max_len=ml, seed=seed, max_train=max_train,
-                             max_minutes=minutes)
-        log(f"[bench] {name}: finetuning ...")
-        r = finetune(pre, name, out / name, cfg, data_dir=data_dir) | {"max_len": ml}
-        log(f"[bench] {name}: validation {r['metric']} {r['score']:.4f} in {r['wall_s']:.0f} s")
-        rows.append(r)
-        (out / "results.json").write_text(json.dumps(rows, indent=1))
-    note = "baseline: not computed"
-    if baseline:
-        from tinylm.train.baseline import bench_column
-        note = bench_column(rows, out, data_dir, log)
-    lines = ["| task | metric | validation (ours) | authors (test, fp32) | baseline (TF-IDF + LR, validation) "
-             "| best epoch | max_len | train examples | finetune wall s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        a, b = AUTHORS_TINYNLP.get(r["task"]), r.get("baseline")
-        lines.append(f"| {r['task']} | {r['metric']} | {100 * r['score']:.2f} | "
-                     f"{'%.2f' % a if a is not None else '-'} | {'%.2f' % (100 * b) if b is not None else '-'} | "
-                     f"{r['best_epoch']} | {r['max_len']} | {r['n_train']} | {r['wall_s']:.0f} |")
-    avg = float(np.mean([100 * r["score"] for r in rows])) if rows else float("nan")
-    base = [r["baseline"] for r in rows if r.get("baseline") is not None]
-    if suite == "tinynlp":
-        ref = np.mean([AUTHORS_TINYNLP[r["task"]] for r in rows]) if rows else float("nan")
-        b_avg = f"{100 * np.mean(base):.2f}" if base and len(base) == len(rows) else "-"
-        lines.append(f"| **average ({len(rows)}/7)** | | **{avg:.2f}** | {ref:.2f} (all 7: {AUTHORS_TINYNLP_AVG}) "
-                     f"| {b_avg} | | | | |")
-    else:
-        g = glue_average({r["task"]: r["score"] for r in rows})
-        b_avg = (f"{100 * glue_average({r['task']: r['baseline'] for r in rows}):.2f}"
-                 if base and len(base) == len(rows) else "-")
-        lines.append(f"| **GLUE average ({len(rows)}/9)** | | **{100 * g:.2f}** | | {b_avg} | | | | |")
-    table = "\n".join(lines) + (f"\n\n{note}" if note else "")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table + "\n")
-    return dict(rows=rows, average=avg, table=table)
 
+def _hidden(inter) -> list:
+    """The captured layer outputs, in layer order."""
+    bb = inter["backbone"]
+    return [bb[k]["__call__"][0] for k in sorted((k for k in bb if k.startswith("layer_")), key=lambda k: int(k[6:]))]
+
+
+def _distiller(teacher, config, cfg: FinetuneConfig, n_out: int):
+    """f(x, student logits, student intermediates) -> per-example distillation loss [B]."""
+    import jax
+    import jax.numpy as jnp
+    from tinylm.train.floatrun import FloatRun
+    t = FloatRun(teacher)
+    if t.arch != "embbert" or t.config.get("layers") != config.get("layers") or t.config.get("d") != config.get("d"):
+        raise FinetuneError(f"{teacher}: the teacher must be an EmbBERT run of the same depth and width")
+    if len(t.label_names) != n_out:
+        raise FinetuneError(f"{teacher}: the teacher has {len(t.label_names)} outputs, the task {n_out}")
+    t_params, t_mod, T = jax.tree_util.tree_map(jnp.asarray, t.params), t.module, float(cfg.temperature)
+
+    def loss(x, logits, inter):
+        tl, ts = t_mod.apply({"params": t_params}, x, deterministic=True,
+                             capture_intermediates=_layer_outputs, mutable=["intermediates"])
+        tl = jax.lax.stop_gradient(tl)
+        per = jnp.zeros(x.shape[0])
+        if cfg.kd_weight:
+            pt = jax.nn.softmax(tl / T, -1)
+            kl = (pt * (jax.nn.log_softmax(tl / T, -1) - jax.nn.log_softmax(logits / T, -1))).sum(-1)
+            per = per + cfg.kd_weight * T * T * kl
+        if cfg.hidden_weight:
+            real = (x != 0)[..., None].astype(jnp.float32)
+            n = jnp.maximum(real.sum(axis=(1, 2)), 1.0)
+            terms = []
+            for hs, ht in zip(_hidden(inter), _hidden(ts["intermediates"])):
+                ht = jax.lax.stop_gradient(ht)
+                scale = jnp.maximum((ht * ht * real).sum(axis=(1, 2)) / n, 1e-6)
+                terms.append(((hs - ht) ** 2 * real).sum(axis=(1, 2)) / n / scale)
+            per = per + cfg.hidden_weight * jnp.mean(jnp.stack(terms), 0)
+        return per
+    return loss

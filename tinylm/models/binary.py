@@ -1,0 +1,84 @@
+"""BiPFT-style binary layers in Flax (../shared/docs/bipft.md): 1-bit weights and activations.
+
+    weights      W_b = a_w * sign(W - mean(W)),  a_w = mean |W - mean(W)| per output channel
+    activations  x_b = alpha * sign(x + beta),   beta learnable per input channel, alpha a
+                 learnable scalar (set from data before training: `init_alphas`)
+    sign(0) = +1, as the spec's BinarizeInt (bit = x + beta >= 0).
+
+Gradients are straight-through: weights pass the identity; activations pass where
+|x + beta| <= alpha, and alpha gets the LSQ-style gradient sign(v) - v / alpha there (v = x + beta).
+The product x_b @ W_b = alpha * a_w * (k - 2 popcount(bits_x XOR bits_w)): the integer graph
+computes the popcount form (ops.binary_matmul_int) and folds alpha * a_w into its Requantize.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+def sign(v):
+    """+1 where v >= 0, else -1 (BinarizeInt's convention)."""
+    return jnp.where(v >= 0, 1.0, -1.0).astype(v.dtype)
+
+
+def binary_weight(w):
+    """(values a_w * sign(W - mean W), a_w [n]) of a [k, n] kernel, per output channel; the
+    values carry W's gradient unchanged (straight-through)."""
+    mu = jnp.mean(w, axis=0, keepdims=True)
+    a_w = jnp.mean(jnp.abs(w - mu), axis=0)
+    wb = a_w * sign(w - mu)
+    return w + jax.lax.stop_gradient(wb - w), a_w
+
+
+def binary_activation(x, alpha, beta):
+    """alpha * sign(x + beta) with the elastic straight-through gradient."""
+    v = x + beta
+    c = jnp.clip(v / alpha, -1.0, 1.0)
+    return alpha * (c + jax.lax.stop_gradient(sign(v) - c))
+
+
+def sign_ste(v):
+    """sign(v) in value, the clipped identity (|v| <= 1) in gradient: inputs already scaled."""
+    c = jnp.clip(v, -1.0, 1.0)
+    return c + jax.lax.stop_gradient(sign(v) - c)
+
+
+class BinaryDense(nn.Module):
+    """Dense(features) on alpha * sign(x + beta) with binary weights; the same `kernel` and `bias`
+    names as nn.Dense, so a float Dense's parameters initialise it (plus `alpha`, `beta`).
+    binarize_input=False: x is already +-1 (the binary token embedding), no alpha, beta."""
+    features: int
+    kernel_init: object = nn.initializers.lecun_normal()
+    use_bias: bool = True
+    binarize_input: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        k = x.shape[-1]
+        w = self.param("kernel", self.kernel_init, (k, self.features))
+        wb, _ = binary_weight(w)
+        if self.binarize_input:
+            alpha = self.param("alpha", nn.initializers.ones, ())
+            beta = self.param("beta", nn.initializers.zeros, (k,))
+            # the input's mean |.|: what init_alphas sets alpha to (the L1-best scalar for sign(x))
+            self.sow("intermediates", "abs_mean", jnp.mean(jnp.abs(x + beta)))
+            x = binary_activation(x, jnp.abs(alpha) + 1e-6, beta)
+        y = x @ wb
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y
+
+
+def init_alphas(apply_fn, params, x):
+    """params with every BinaryDense's alpha set to the mean |input| its layer sees on batch x
+    (BiPFT initialises alpha from data). apply_fn(params, x, mutable) -> (out, state)."""
+    from flax.traverse_util import flatten_dict, unflatten_dict
+    _, state = apply_fn(params, x)
+    means = flatten_dict(state["intermediates"])
+    flat = flatten_dict(params)
+    for path, v in means.items():
+        key = path[:-1] + ("alpha",)           # ('...', 'wq', 'abs_mean') -> ('...', 'wq', 'alpha')
+        if key in flat:
+            flat[key] = jnp.asarray(jnp.mean(jnp.stack([jnp.asarray(t) for t in v])), flat[key].dtype)
+    return unflatten_dict(flat)
