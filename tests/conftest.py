@@ -18,6 +18,38 @@ def need_arm_tools():
                     "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm")
 
 
+def embbert_seqs(rng, lengths):
+    """Token-id lists of the given lengths ([CLS] first; some pairs with a [SEP] inside)."""
+    out = []
+    for n in lengths:
+        s = [2] + list(rng.integers(5, 8192, n - 1))
+        if n > 4 and rng.random() < 0.4:
+            s[int(rng.integers(1, n - 1))] = 4          # a pair: segment 2 after the first [SEP]
+        out.append(s)
+    return out
+
+
+def host_logits(low, ins, tmp_path):
+    """The generated C of a lowered graph (codegen.emit.lower), compiled for the host with
+    ASan + UBSan and -Werror, run on token-id lists: one logits list per input."""
+    import subprocess
+    if shutil.which("gcc") is None:
+        pytest.skip("no host gcc")
+    for name, text in (("model.c", low.model_c), ("weights.c", low.weights_c), ("weights.h", low.weights_h)):
+        (tmp_path / name).write_text(text)
+    srcs = [str(p) for p in sorted((ROOT / "firmware" / "kernels").glob("*.c"))]
+    srcs += [str(tmp_path / "model.c"), str(tmp_path / "weights.c"), str(ROOT / "tests" / "fixtures" / "host_model_main.c")]
+    exe = tmp_path / "host_model"
+    subprocess.run(["nice", "gcc", "-std=c99", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'firmware' / 'kernels'}",
+                    f"-I{ROOT / 'firmware' / 'runtime'}", f"-I{tmp_path}", *srcs, "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    r = subprocess.run([str(exe)], input="".join(f"{len(s)} " + " ".join(map(str, s)) + "\n" for s in ins),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return [list(map(int, line.split())) for line in r.stdout.splitlines()]
+
+
 def toy_examples(n, seed):
     """n single-text examples of a two-class toy task a tiny model learns in seconds."""
     import numpy as np

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from test_kernels import CASES, S8, check, driver  # noqa: F401 -- the session driver fixture
-from conftest import ROOT
+from conftest import ROOT, host_logits
 
 from codegen import emit
 from tinylm import graph as G
@@ -344,20 +344,8 @@ def test_binary_graph_host_c_bit_exact(binary_graph, tmp_path):
     assert "binary_matmul_b32_s32(" in low.model_c and "binarize_s8_b32(" in low.model_c
     assert low.model_c.count("binary_dense_b32_b32(") == 2      # l0 -> l1 and l1 -> l2: thresholds folded
     assert "const uint32_t w_l0_w[144]" in low.weights_c
-    for name, text in (("model.c", low.model_c), ("weights.c", low.weights_c), ("weights.h", low.weights_h)):
-        (tmp_path / name).write_text(text)
-    srcs = [str(p) for p in sorted((ROOT / "firmware" / "kernels").glob("*.c"))]
-    srcs += [str(tmp_path / "model.c"), str(tmp_path / "weights.c"), str(ROOT / "tests" / "fixtures" / "host_model_main.c")]
-    exe = tmp_path / "host_model"
-    subprocess.run(["nice", "gcc", "-std=c99", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                    "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'firmware' / 'kernels'}",
-                    f"-I{ROOT / 'firmware' / 'runtime'}", f"-I{tmp_path}", *srcs, "-o", str(exe)],
-                   check=True, capture_output=True, text=True)
     ins = inputs_at_lengths()
-    r = subprocess.run([str(exe)], input="".join(f"{len(s)} " + " ".join(map(str, s)) + "\n" for s in ins),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert [list(map(int, line.split())) for line in r.stdout.splitlines()] == [reference.run(g, s).tolist() for s in ins]
+    assert host_logits(low, ins, tmp_path) == [reference.run(g, s).tolist() for s in ins]
 
 
 def test_binary_graph_build_and_qemu_bit_exact(binary_graph, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
+from conftest import embbert_seqs as _seqs
 from tinylm.models import embbert
 from tinylm import graph as G
 from tinylm.quant import embbert as QE
@@ -23,16 +24,6 @@ CFG = dict(type="embbert", vocab_size=8192, max_len=48, d=32, r=8, layers=2, ker
            dropout=0.0, residual=False)
 LABELS = ["a", "b", "c"]
 TOK = (ROOT / "models" / "tokenizer-8192.json").read_text()
-
-
-def _seqs(rng, lengths):
-    out = []
-    for n in lengths:
-        s = [2] + list(rng.integers(5, 8192, n - 1))
-        if n > 4 and rng.random() < 0.4:
-            s[int(rng.integers(1, n - 1))] = 4          # a pair: segment 2 after the first [SEP]
-        out.append(s)
-    return out
 
 
 @pytest.fixture(scope="module")
