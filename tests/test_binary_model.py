@@ -56,6 +56,14 @@ def setup(tmp_path_factory):
     return m, params, S, G.load(path)
 
 
+@pytest.fixture(scope="module")
+def graph_path(setup, tmp_path_factory):
+    path = tmp_path_factory.mktemp("binq") / "bin.onnx"
+    G.save(QE.quantize_params(setup[1], CFG, LABELS, [], name="b", task="emotion", tokenizer_json=TOK,
+                              scales=setup[2]), path)
+    return path
+
+
 def test_binary_weight_and_activation_values_and_gradients():
     w = jnp.asarray([[0.5, -1.0], [0.1, 3.0], [-0.9, 1.0]])
     wb, a_w = B.binary_weight(w)
@@ -136,6 +144,23 @@ def test_binary_graph_host_c_bit_exact(setup, tmp_path):
     assert host_logits(low, ins, tmp_path) == [reference.run(g, s).tolist() for s in ins]
 
 
+def test_binary_embbert_on_qemu_m4_is_bit_exact(graph_path, tmp_path):
+    """`tinylm build` of the binary EmbBERT for qemu-m4; the firmware's logits equal the reference's."""
+    from conftest import need_arm_tools
+    need_arm_tools()
+    from codegen.build import build
+    from codegen.toolchain import load_board
+    from tinylm.harness.device import Device
+    from tinylm.harness.qemu import QemuBoard
+    g = G.load(graph_path)
+    build(graph_path, "qemu-m4", tmp_path)
+    mem = json.loads((tmp_path / "memory.json").read_text())
+    assert mem["weights_bytes"] == sum(w.nbytes for w in g.weights.values())
+    with QemuBoard(load_board("qemu-m4"), tmp_path / "firmware.elf") as q, Device(q.url) as d:
+        for ids in _seqs(np.random.default_rng(9), (1, 5, 32, 33, 48)):
+            assert d.infer(ids) == reference.run(g, ids).tolist(), len(ids)
+
+
 def test_gather_refuses_other_table_types(setup):
     _, _, _, g = setup
     w = dict(g.weights, **{"embed.tok_bits": g.weights["embed.tok_bits"].astype(np.int32)})
@@ -206,3 +231,12 @@ def test_quantize_bits_refuses_the_wrong_kind_of_run(float_run, tmp_path):
     assert "is not a binary model: train one from it first, e.g. tinylm finetune --init-from" in msg
     assert _cli_quantize(float_run, tmp_path / "x.onnx", "--bits", "4", code=1).count("\n") <= 2
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_finetune_cli_refuses_init_from_with_another_start(float_run, tmp_path):
+    from typer.testing import CliRunner
+    from tinylm.cli import app
+    r = CliRunner().invoke(app, ["finetune", "--init-from", str(float_run), "--from-scratch", "--binary",
+                                 "--task", "limit", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "--init-from replaces the pretraining directory and --from-scratch" in r.output
+    assert not (tmp_path / "o").exists()
