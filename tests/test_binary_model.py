@@ -238,5 +238,5 @@ def test_finetune_cli_refuses_init_from_with_another_start(float_run, tmp_path):
     from tinylm.cli import app
     r = CliRunner().invoke(app, ["finetune", "--init-from", str(float_run), "--from-scratch", "--binary",
                                  "--task", "limit", "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "--init-from replaces the pretraining directory and --from-scratch" in r.output
+    assert r.exit_code == 2 and "--init-from replaces the pretraining directory and --from-scratch" in r.output
     assert not (tmp_path / "o").exists()
