@@ -369,8 +369,11 @@ def _distiller(teacher, config, cfg: FinetuneConfig, n_out: int):
     import jax.numpy as jnp
     from tinylm.train.floatrun import FloatRun
     t = FloatRun(teacher)
-    if t.arch != "embbert" or t.config.get("layers") != config.get("layers") or t.config.get("d") != config.get("d"):
-        raise FinetuneError(f"{teacher}: the teacher must be an EmbBERT run of the same depth and width")
+    if t.arch != "embbert":
+        raise FinetuneError(f"{teacher}: the teacher must be an EmbBERT run (arch {t.arch!r})")
+    if cfg.hidden_weight and (t.config.get("layers"), t.config.get("d")) != (config.get("layers"), config.get("d")):
+        raise FinetuneError(f"{teacher}: hidden-state distillation needs a teacher of the same depth and width "
+                            "(or --hidden-weight 0: soft logits only)")
     if len(t.label_names) != n_out:
         raise FinetuneError(f"{teacher}: the teacher has {len(t.label_names)} outputs, the task {n_out}")
     t_params, t_mod, T = jax.tree_util.tree_map(jnp.asarray, t.params), t.module, float(cfg.temperature)
