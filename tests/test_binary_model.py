@@ -185,17 +185,18 @@ def float_run(tmp_path_factory):
 
 def test_distillation_from_itself_costs_nothing(float_run):
     """The distillation terms are 0 for a student equal to its teacher (and > 0 otherwise)."""
+    from tinylm.train import distill as D
     from tinylm.train import finetune as F
     from tinylm.train.floatrun import FloatRun
     run = FloatRun(float_run)
     cfg = F.FinetuneConfig(kd_weight=1.0, hidden_weight=1.0, max_len=16)
-    loss = F._distiller(float_run, run.config, cfg, 2)
+    loss = D.distiller(float_run, run.config, cfg, 2)
     x = np.asarray([[2, 10, 11, 12, 0, 0], [2, 40, 0, 0, 0, 0]], np.int32)
     p = jax.tree_util.tree_map(jnp.asarray, run.params)
-    logits, st = run.module.apply({"params": p}, x, capture_intermediates=F._layer_outputs, mutable=["intermediates"])
+    logits, st = run.module.apply({"params": p}, x, capture_intermediates=D.layer_outputs, mutable=["intermediates"])
     assert np.allclose(loss(x, logits, st["intermediates"]), 0.0, atol=1e-6)
     p2 = jax.tree_util.tree_map(lambda a: a * 1.1, p)
-    logits, st = run.module.apply({"params": p2}, x, capture_intermediates=F._layer_outputs, mutable=["intermediates"])
+    logits, st = run.module.apply({"params": p2}, x, capture_intermediates=D.layer_outputs, mutable=["intermediates"])
     assert (np.asarray(loss(x, logits, st["intermediates"])) > 1e-4).all()
 
 

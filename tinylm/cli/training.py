@@ -141,6 +141,7 @@ def finetune_cmd(
     """Finetune EmbBERT on one task (pretrained or from scratch); early stopping on validation.
 
     Progress goes to OUT/log.jsonl and, when stderr is not a terminal, to stderr as lines."""
+    from tinylm.train.distill import DistillError
     from tinylm.train.finetune import FinetuneConfig, FinetuneError, finetune
     from tinylm.models.embbert import CheckpointMismatch
     from tinylm.train.floatrun import RunError
@@ -170,7 +171,7 @@ def finetune_cmd(
                            tokenizer=tokenizer, init_from=init_from,
                            overrides=({"binary": True} if binary else {})
                            | ({"binary_embedding": True} if binary_embedding else {}) or None, teacher=teacher)
-    except (FinetuneError, CheckpointMismatch, RunError, DataError, KeyError) as e:
+    except (FinetuneError, DistillError, CheckpointMismatch, RunError, DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {out}/ckpt.msgpack holds the last finished epoch (--resume)", err=True)

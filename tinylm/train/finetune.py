@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from tinylm.tokenizer import encode_examples, load_tokenizer
+from tinylm.train.distill import distiller, layer_outputs
 
 class FinetuneError(ValueError):
     pass
@@ -202,7 +203,7 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
         from tinylm.models.binary import init_alphas
         x = next(_batches(tr_ids, np.arange(min(256, len(tr_ids))), 256, cfg.max_len))[1]
         params = init_alphas(lambda p, x: net.apply({"params": p}, x, mutable=["intermediates"]), params, x)
-    distill = _distiller(teacher, config, cfg, n_out) if teacher is not None else None
+    distill = distiller(teacher, config, cfg, n_out) if teacher is not None else None
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
         optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, max(1, cfg.warmup)),
                               optax.constant_schedule(cfg.lr)], [max(1, cfg.warmup)]),
@@ -237,7 +238,7 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
 
     def loss_fn(p, x, y, w, k):
         logits, state = net.apply({"params": p}, x, deterministic=False, rngs={"dropout": k},
-                                  capture_intermediates=_layer_outputs, mutable=["intermediates"])
+                                  capture_intermediates=layer_outputs, mutable=["intermediates"])
         if regression:
             per = (logits[:, 0] - y) ** 2
         else:
@@ -350,51 +351,3 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
     finally:
         logf.close()
 
-
-def _layer_outputs(mdl, method_name) -> bool:
-    """capture_intermediates filter: the output of every EmbBERT layer (the hidden states)."""
-    from tinylm.models.embbert import EmbBERTLayer
-    return method_name == "__call__" and isinstance(mdl, EmbBERTLayer)
-
-
-def _hidden(inter) -> list:
-    """The captured layer outputs, in layer order."""
-    bb = inter["backbone"]
-    return [bb[k]["__call__"][0] for k in sorted((k for k in bb if k.startswith("layer_")), key=lambda k: int(k[6:]))]
-
-
-def _distiller(teacher, config, cfg: FinetuneConfig, n_out: int):
-    """f(x, student logits, student intermediates) -> per-example distillation loss [B]."""
-    import jax
-    import jax.numpy as jnp
-    from tinylm.train.floatrun import FloatRun
-    t = FloatRun(teacher)
-    if t.arch != "embbert":
-        raise FinetuneError(f"{teacher}: the teacher must be an EmbBERT run (arch {t.arch!r})")
-    if cfg.hidden_weight and (t.config.get("layers"), t.config.get("d")) != (config.get("layers"), config.get("d")):
-        raise FinetuneError(f"{teacher}: hidden-state distillation needs a teacher of the same depth and width "
-                            "(or --hidden-weight 0: soft logits only)")
-    if len(t.label_names) != n_out:
-        raise FinetuneError(f"{teacher}: the teacher has {len(t.label_names)} outputs, the task {n_out}")
-    t_params, t_mod, T = jax.tree_util.tree_map(jnp.asarray, t.params), t.module, float(cfg.temperature)
-
-    def loss(x, logits, inter):
-        tl, ts = t_mod.apply({"params": t_params}, x, deterministic=True,
-                             capture_intermediates=_layer_outputs, mutable=["intermediates"])
-        tl = jax.lax.stop_gradient(tl)
-        per = jnp.zeros(x.shape[0])
-        if cfg.kd_weight:
-            pt = jax.nn.softmax(tl / T, -1)
-            kl = (pt * (jax.nn.log_softmax(tl / T, -1) - jax.nn.log_softmax(logits / T, -1))).sum(-1)
-            per = per + cfg.kd_weight * T * T * kl
-        if cfg.hidden_weight:
-            real = (x != 0)[..., None].astype(jnp.float32)
-            n = jnp.maximum(real.sum(axis=(1, 2)), 1.0)
-            terms = []
-            for hs, ht in zip(_hidden(inter), _hidden(ts["intermediates"])):
-                ht = jax.lax.stop_gradient(ht)
-                scale = jnp.maximum((ht * ht * real).sum(axis=(1, 2)) / n, 1e-6)
-                terms.append(((hs - ht) ** 2 * real).sum(axis=(1, 2)) / n / scale)
-            per = per + cfg.hidden_weight * jnp.mean(jnp.stack(terms), 0)
-        return per
-    return loss

@@ -1,0 +1,64 @@
+"""Distillation from a float teacher run (BiPFT's recipe for binary students, MiniLM's for small
+ones): the per-example loss terms finetune adds to cross-entropy.
+
+    kd_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))        soft logits
+    hidden_weight * mean over layers of |h_s - h_t|^2 / mean |h_t|^2 (real tokens)   hidden states
+
+Hidden states are the outputs of every EmbBERT layer, captured with flax's capture_intermediates
+(so the model code needs no hooks); they need a teacher of the same depth and width.
+"""
+from __future__ import annotations
+
+
+class DistillError(ValueError):
+    pass
+
+
+def layer_outputs(mdl, method_name) -> bool:
+    """capture_intermediates filter: the output of every EmbBERT layer (the hidden states)."""
+    from tinylm.models.embbert import EmbBERTLayer
+    return method_name == "__call__" and isinstance(mdl, EmbBERTLayer)
+
+
+def _hidden(inter) -> list:
+    """The captured layer outputs, in layer order."""
+    bb = inter["backbone"]
+    return [bb[k]["__call__"][0] for k in sorted((k for k in bb if k.startswith("layer_")), key=lambda k: int(k[6:]))]
+
+
+def distiller(teacher, config, cfg, n_out: int):
+    """f(x, student logits, student intermediates) -> per-example distillation loss [B]; cfg is
+    a FinetuneConfig (kd_weight, hidden_weight, temperature)."""
+    import jax
+    import jax.numpy as jnp
+    from tinylm.train.floatrun import FloatRun
+    t = FloatRun(teacher)
+    if t.arch != "embbert":
+        raise DistillError(f"{teacher}: the teacher must be an EmbBERT run (arch {t.arch!r})")
+    if cfg.hidden_weight and (t.config.get("layers"), t.config.get("d")) != (config.get("layers"), config.get("d")):
+        raise DistillError(f"{teacher}: hidden-state distillation needs a teacher of the same depth and width "
+                           "(or --hidden-weight 0: soft logits only)")
+    if len(t.label_names) != n_out:
+        raise DistillError(f"{teacher}: the teacher has {len(t.label_names)} outputs, the task {n_out}")
+    t_params, t_mod, T = jax.tree_util.tree_map(jnp.asarray, t.params), t.module, float(cfg.temperature)
+
+    def loss(x, logits, inter):
+        tl, ts = t_mod.apply({"params": t_params}, x, deterministic=True,
+                             capture_intermediates=layer_outputs, mutable=["intermediates"])
+        tl = jax.lax.stop_gradient(tl)
+        per = jnp.zeros(x.shape[0])
+        if cfg.kd_weight:
+            pt = jax.nn.softmax(tl / T, -1)
+            kl = (pt * (jax.nn.log_softmax(tl / T, -1) - jax.nn.log_softmax(logits / T, -1))).sum(-1)
+            per = per + cfg.kd_weight * T * T * kl
+        if cfg.hidden_weight:
+            real = (x != 0)[..., None].astype(jnp.float32)
+            n = jnp.maximum(real.sum(axis=(1, 2)), 1.0)
+            terms = []
+            for hs, ht in zip(_hidden(inter), _hidden(ts["intermediates"])):
+                ht = jax.lax.stop_gradient(ht)
+                scale = jnp.maximum((ht * ht * real).sum(axis=(1, 2)) / n, 1e-6)
+                terms.append(((hs - ht) ** 2 * real).sum(axis=(1, 2)) / n / scale)
+            per = per + cfg.hidden_weight * jnp.mean(jnp.stack(terms), 0)
+        return per
+    return loss
