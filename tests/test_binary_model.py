@@ -213,10 +213,27 @@ def test_binary_finetune_from_a_float_run_then_quantize_bits_1(float_run, tmp_pa
     from tinylm.train.floatrun import FloatRun
     p = FloatRun(out).params["backbone"]["layer_0"]["wq"]
     assert float(p["alpha"]) != 1.0               # set from data (init_alphas), not left at 1
-    g = G.load(_cli_quantize(out, tmp_path / "b.onnx", "--bits", "1"))
+    g = G.load(_cli_quantize(out, tmp_path / "b.onnx", "--bits", "1", "--data-dir", str(_toy_bundle(tmp_path))))
     assert {"BinaryMatMulInt", "BinarizeInt"} <= {n.op for n in g.nodes}
     ids = [2, 30, 31, 4]
     assert reference.run(g, ids).shape == (2,)
+
+
+def _toy_bundle(tmp_path) -> Path:
+    """The toy examples as a 'limit' bundle (quantize calibrates on the task's train split; a clean
+    clone may have no data beside it)."""
+    import gzip
+    from tinynlp_data import get_task
+    t = get_task("limit")
+    folder = tmp_path / "data" / t.suite / t.name
+    folder.mkdir(parents=True)
+    for split, rows in (("train", TRAIN), ("validation", VAL)):
+        with gzip.open(folder / f"{split}.jsonl.gz", "wt") as f:
+            f.writelines(json.dumps({"id": e.id, "text": e.text, "label": e.label}) + "\n" for e in rows)
+    (folder / "meta.json").write_text(json.dumps({"task": t.name, "suite": t.suite, "type": t.type,
+                                                  "problem": t.problem, "num_labels": t.num_labels,
+                                                  "label_names": list(t.label_names), "metric": t.metric}))
+    return tmp_path / "data"
 
 
 def _cli_quantize(run, out, *extra, code=0):
