@@ -52,13 +52,14 @@ def lambdas(lp) -> tuple[float, float]:
             math.exp(float(np.dot(lp["lambda_q2"], lp["lambda_k2"]))))
 
 
-def binary_parts(layer) -> dict:
+def binary_parts(layer, xp=np) -> dict:
     """A BinaryDense layer (tinylm/models/binary.py) in float64: the sign bits of W - mean(W)
-    (bool [k, n], True = +1), a_w [n], alpha, beta [k], bias [n]."""
-    w = layer["kernel"]
+    (bool [k, n], True = +1), a_w [n], alpha, beta [k], bias [n]. xp = jax.numpy inside QAT."""
+    w = xp.asarray(layer["kernel"]).astype(xp.float64)
     mu = w.mean(axis=0, keepdims=True)
-    return dict(bits=(w - mu) >= 0, a_w=np.abs(w - mu).mean(axis=0), alpha=abs(float(layer["alpha"])) + 1e-6,
-                beta=np.asarray(layer["beta"]), bias=layer["bias"])
+    return dict(bits=(w - mu) >= 0, a_w=xp.abs(w - mu).mean(axis=0),
+                alpha=xp.abs(xp.asarray(layer["alpha"]).astype(xp.float64)) + 1e-6,
+                beta=xp.asarray(layer["beta"]).astype(xp.float64), bias=layer["bias"])
 
 
 def dense_f(x, layer, binary: bool):
@@ -70,13 +71,13 @@ def dense_f(x, layer, binary: bool):
     return b["alpha"] * (sx @ np.where(b["bits"], 1.0, -1.0)) * b["a_w"] + b["bias"]
 
 
-def binary_embedding_parts(em) -> dict:
+def binary_embedding_parts(em, xp=np) -> dict:
     """The binary token embedding (models/embbert.NanoEmbedder binary): sign bits of the table
     (bool [V, r], True = +1, about the table's mean) and of W_te (bool [r, d]), a_w [d]."""
-    tab = em["tok"]["embedding"]
-    w = em["w_te"]["kernel"]
+    tab = xp.asarray(em["tok"]["embedding"]).astype(xp.float64)
+    w = xp.asarray(em["w_te"]["kernel"]).astype(xp.float64)
     mu = w.mean(axis=0, keepdims=True)
-    return dict(tok=(tab - tab.mean()) >= 0, bits=(w - mu) >= 0, a_w=np.abs(w - mu).mean(axis=0))
+    return dict(tok=(tab - tab.mean()) >= 0, bits=(w - mu) >= 0, a_w=xp.abs(w - mu).mean(axis=0))
 
 
 def binary_embedding_f(em, ids):

@@ -12,9 +12,9 @@ from tinylm.graph import ops
 from tinylm.quant import qmath
 
 
-def pack_signs(plus) -> np.ndarray:
+def pack_signs(plus, xp=np):
     """bool [..., K] (True = +1) -> uint32 [..., ceil(K/32)] in BinarizeInt's bit layout."""
-    return ops.binarize_int(np.where(plus, 1, -1).astype(np.int8), np.zeros(1, np.int32))
+    return ops.binarize_int(xp.where(plus, 1, -1).astype(xp.int8), xp.zeros(1, xp.int32), xp)
 
 
 class Lowering(G.GraphBuilder):
@@ -36,7 +36,7 @@ class Lowering(G.GraphBuilder):
         BinaryDense layer (quant/embbert.binary_parts): alpha sign(x + beta) @ a_w sign(W - mu) + b
         = alpha a_w (k - 2 popcount) + b, so alpha a_w is the scale of the popcount dot."""
         k = layer["bits"].shape[0]
-        beta = np.round(np.asarray(layer["beta"], np.float64) / s_x).astype(np.int32)
+        beta = np.round(layer["beta"] / s_x).astype(np.int32)
         bits = self.op("BinarizeInt", [x, self.const(name + ".beta", beta)], name + ".sign")
         acc = self.op("BinaryMatMulInt", [bits, self.const(name + ".wb", pack_signs(layer["bits"].T))],
                       name + ".mm", k=int(k))

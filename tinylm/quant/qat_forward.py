@@ -34,6 +34,7 @@ import numpy as np
 from tinylm.graph import ops
 from tinylm.quant import embbert as QE
 from tinylm.quant import qmath
+from tinylm.quant.lowering import pack_signs
 
 PAD, SEP = 0, 4
 
@@ -133,12 +134,10 @@ def ip_from_float(params, S: dict, consts: dict, config: dict, max_len: int):
     f64 = lambda a: jnp.asarray(a).astype(jnp.float64)  # noqa: E731
     bb, em = params["backbone"], params["backbone"]["embedder"]
     ip, ws = {}, {}
-    if config.get("binary_embedding", False):     # quant/embbert.binary_embedding_parts on jax.numpy
-        tab, w = f64(em["tok"]["embedding"]), f64(em["w_te"]["kernel"])
-        mu = w.mean(axis=0, keepdims=True)
-        pm = lambda plus: ops.binarize_int(jnp.where(plus, 1, -1).astype(jnp.int8), jnp.zeros(1, jnp.int32), jnp)  # noqa: E731
-        ip["tok_bits"], ip["w_te_bits"] = pm(tab - tab.mean() >= 0), pm((w - mu >= 0).T)
-        ws["w_te"] = jnp.abs(w - mu).mean(axis=0)
+    if config.get("binary_embedding", False):     # the lowering's steps (quant/embbert.py), on jax.numpy
+        be = QE.binary_embedding_parts(em, jnp)
+        ip["tok_bits"], ip["w_te_bits"] = pack_signs(be["tok"], jnp), pack_signs(be["bits"].T, jnp)
+        ws["w_te"] = be["a_w"]
         ip["tok.m"], ip["tok.s"] = qm(ws["w_te"] / S["embed.tok"])
     else:
         tok = f64(em["tok"]["embedding"]).at[0].set(0.0)
@@ -157,12 +156,10 @@ def ip_from_float(params, S: dict, consts: dict, config: dict, max_len: int):
 
     def dense(name, layer, s_in, s_out):
         if config.get("binary", False):         # quant/lowering.binary_dense, on jax.numpy
-            w = f64(layer["kernel"])
-            mu = w.mean(axis=0, keepdims=True)
-            plus = jnp.where(w - mu >= 0, 1, -1).astype(jnp.int8).T
-            ip[name + ".wb"] = ops.binarize_int(plus, jnp.zeros(1, jnp.int32), jnp)
-            ip[name + ".beta"] = jnp.round(f64(layer["beta"]) / s_in).astype(jnp.int32)
-            sw = (jnp.abs(f64(layer["alpha"])) + 1e-6) * jnp.abs(w - mu).mean(axis=0)
+            bp = QE.binary_parts(layer, jnp)
+            ip[name + ".wb"] = pack_signs(bp["bits"].T, jnp)
+            ip[name + ".beta"] = jnp.round(bp["beta"] / s_in).astype(jnp.int32)
+            sw = bp["alpha"] * bp["a_w"]
             ws[name] = sw
             ip[name + ".b"] = qb(layer["bias"], sw)
             ip[name + ".m"], ip[name + ".s"] = qm(sw / s_out)
