@@ -65,6 +65,25 @@ def toy_examples(n, seed):
     return out
 
 
+def toy_bundle(tmp_path, task, train, val):
+    """`train` and `val` examples as a data bundle for `task` (the commands that read a task's
+    splits, on a clean clone that may have no data beside it). Returns the data directory."""
+    import gzip
+    import json
+
+    from tinynlp_data import get_task
+    t = get_task(task)
+    folder = tmp_path / "data" / t.suite / t.name
+    folder.mkdir(parents=True)
+    for split, rows in (("train", train), ("validation", val)):
+        with gzip.open(folder / f"{split}.jsonl.gz", "wt") as f:
+            f.writelines(json.dumps({"id": e.id, "text": e.text, "label": e.label}) + "\n" for e in rows)
+    (folder / "meta.json").write_text(json.dumps({"task": t.name, "suite": t.suite, "type": t.type,
+                                                  "problem": t.problem, "num_labels": t.num_labels,
+                                                  "label_names": list(t.label_names), "metric": t.metric}))
+    return tmp_path / "data"
+
+
 @pytest.fixture(scope="session")
 def default_build(tmp_path_factory):
     """build/ of the bundled default model for qemu-m4 (firmware.elf, memory.json, ...)."""

@@ -13,7 +13,7 @@ import pytest
 jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
-from conftest import embbert_seqs as _seqs, host_logits, toy_examples  # noqa: E402
+from conftest import embbert_seqs as _seqs, host_logits, toy_bundle, toy_examples  # noqa: E402
 from tinylm import graph as G  # noqa: E402
 from tinylm.graph import reference  # noqa: E402
 from tinylm.models import binary as B  # noqa: E402
@@ -93,9 +93,65 @@ def test_binary_graph_ops_and_sizes(setup):
     ops_ = [n.op for n in g.nodes]
     assert ops_.count("BinaryMatMulInt") == 3 * CFG["layers"] + 1      # Wq, Wo, Wc per layer + W_te
     assert "MatMulInteger" in ops_                                       # W_pe and the head stay int8
-    assert g.weights["embed.tok_bits"].dtype == np.uint32 and g.weights["embed.tok_bits"].shape == (8192, 1)
+    # r = 8 sign bits a token: the table at its real width, one uint16 a token (quant/repack.py)
+    assert g.weights["embed.tok_bits"].dtype == np.uint16 and g.weights["embed.tok_bits"].shape == (8192, 1)
     assert g.weights["layer0.q.wb"].shape == (40, 2)                    # 40 channels x ceil(40/32) words
+    shifts = [n.inputs[2] for n in g.nodes if n.op == "Requantize"]
+    assert shifts and all(g.weights[s].dtype == np.int8 for s in shifts)   # shifts 1..62 in one byte
     assert g.meta["weight_bits"] == 1 and g.meta["binary_embedding"] is True
+
+
+def _widened(model):
+    """The model as binary graphs were written before the repack: uint32 token table, int32 shifts."""
+    import onnx
+    from onnx import numpy_helper
+    old = onnx.ModelProto()
+    old.CopyFrom(model)
+    for t in old.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype in (np.uint16, np.int8) and (t.name == "embed.tok_bits" or t.name.endswith(".s")):
+            t.CopyFrom(numpy_helper.from_array(a.astype(np.uint32 if a.dtype == np.uint16 else np.int32), t.name))
+    return old
+
+
+def test_repack_is_lossless_and_is_what_the_lowering_writes(setup, graph_path, tmp_path):
+    """A binary graph in the old widths, repacked: the lowering's bytes, the same weights' values,
+    the same reference logits at every length, 16 KB + 3 B a channel smaller; repacking twice is
+    a no-op."""
+    import onnx
+    from tinylm.quant.repack import repack_binary
+    model = onnx.load(str(graph_path))
+    old = _widened(model)
+    assert old.SerializeToString() != model.SerializeToString()
+    new, changed = repack_binary(old)
+    assert new.SerializeToString() == model.SerializeToString()
+    assert changed["embed.tok_bits"] == ("uint32", "uint16") and changed["embed.tok.s"] == ("int32", "int8")
+    assert repack_binary(new)[1] == {}
+    G.save(old, tmp_path / "old.onnx")
+    g_old, g_new = G.load(tmp_path / "old.onnx"), G.load(graph_path)
+    assert g_old.weights.keys() == g_new.weights.keys() and g_old.meta == g_new.meta
+    for k, w in g_old.weights.items():
+        assert np.array_equal(w.astype(np.int64), g_new.weights[k].astype(np.int64)), k
+    size = lambda g: sum(w.nbytes for w in g.weights.values())  # noqa: E731
+    n_shift = sum(g_new.weights[n.inputs[2]].size for n in g_new.nodes if n.op == "Requantize")
+    assert size(g_old) - size(g_new) == 8192 * 2 + 3 * n_shift
+    for s in _seqs(np.random.default_rng(4), (1, 2, 17, 32, 33, 48)):
+        assert reference.run(g_old, s).tolist() == reference.run(g_new, s).tolist()
+    # the QAT integer forward reads either form and gives the reference's logits
+    seqs = _seqs(np.random.default_rng(6), (1, 9, 48))
+    assert QF.IntModel(g_old, CFG["layers"]).logits(seqs, 4).tolist() == \
+        QF.IntModel(g_new, CFG["layers"]).logits(seqs, 4).tolist() == [reference.run(g_new, s).tolist() for s in seqs]
+
+
+def test_int8_graphs_are_not_repacked(tmp_path):
+    """--bits 8 writes int32 shifts and int8 tables as before (the golden digest test holds the bytes)."""
+    cfg = dict(CFG, binary=False, binary_embedding=False)
+    _, params = _random_binary_params(dict(cfg), 1)
+    model = QE.quantize_params(params, cfg, LABELS, _seqs(np.random.default_rng(0), (5, 9)), name="q",
+                               task="emotion", tokenizer_json=TOK)
+    from onnx import numpy_helper
+    dt = {t.name: numpy_helper.to_array(t).dtype for t in model.graph.initializer}
+    assert dt["embed.tok.s"] == np.int32 and dt["embed.tok_table"] == np.int8
 
 
 def test_int_forward_equals_reference_and_params_from_float_equal_the_lowering(setup):
@@ -134,12 +190,14 @@ def test_binary_qat_step_lowers_the_loss_and_exports_what_it_trained(setup, tmp_
 
 
 def test_binary_graph_host_c_bit_exact(setup, tmp_path):
-    """The generated C of the binary EmbBERT (gather_b32, binarize, binary matmul) under the
-    sanitizers gives the reference's logits at every length."""
+    """The generated C of the binary EmbBERT (gather_b16 of the uint16 token table, binarize,
+    binary matmul, requantize with int8 shifts) under the sanitizers gives the reference's logits
+    at every length."""
     from codegen import emit
     _, _, _, g = setup
     low = emit.lower(g)
-    assert "gather_b32(" in low.model_c and "binary_matmul_b32_s32(" in low.model_c
+    assert "gather_b16(" in low.model_c and "binary_matmul_b32_s32(" in low.model_c
+    assert "requantize_s32_s8_sh8(" in low.model_c and "gather_b32(" not in low.model_c
     ins = _seqs(np.random.default_rng(7), (1, 2, 9, 31, 32, 33, 48))
     assert host_logits(low, ins, tmp_path) == [reference.run(g, s).tolist() for s in ins]
 
@@ -154,8 +212,10 @@ def test_binary_embbert_on_qemu_m4_is_bit_exact(graph_path, tmp_path):
     from tinylm.harness.qemu import QemuBoard
     g = G.load(graph_path)
     build(graph_path, "qemu-m4", tmp_path)
+    assert "gather_b16(" in (tmp_path / "src" / "model.c").read_text()
     mem = json.loads((tmp_path / "memory.json").read_text())
-    assert mem["weights_bytes"] == sum(w.nbytes for w in g.weights.values())
+    # the graph's weights, but the one int8 shift fused into fully_connected_s8 (W_pe) widened to int32
+    assert mem["weights_bytes"] == sum(w.nbytes for w in g.weights.values()) + 3 * g.weights["embed.pos.s"].size
     with QemuBoard(load_board("qemu-m4"), tmp_path / "firmware.elf") as q, Device(q.url) as d:
         for ids in _seqs(np.random.default_rng(9), (1, 5, 32, 33, 48)):
             assert d.infer(ids) == reference.run(g, ids).tolist(), len(ids)
@@ -163,8 +223,14 @@ def test_binary_embbert_on_qemu_m4_is_bit_exact(graph_path, tmp_path):
 
 def test_gather_refuses_other_table_types(setup):
     _, _, _, g = setup
-    w = dict(g.weights, **{"embed.tok_bits": g.weights["embed.tok_bits"].astype(np.int32)})
-    with pytest.raises(G.GraphError, match="Gather\\): data must be 2-D int8 or uint32"):
+    for bad in (np.int32, np.int16):
+        w = dict(g.weights, **{"embed.tok_bits": g.weights["embed.tok_bits"].astype(bad)})
+        with pytest.raises(G.GraphError, match="Gather\\): data must be 2-D int8, uint16 or uint32 \\(bit-packed\\), "
+                                               f"not {np.dtype(bad)}") as e:
+            reference.run(G.Graph(g.nodes, w, g.meta), [2, 5, 6])
+        assert "\n" not in str(e.value)
+    w = dict(g.weights, **{"embed.tok.s": g.weights["embed.tok.s"].astype(np.int16)})
+    with pytest.raises(G.GraphError, match="Requantize\\): shift must be 1-D int32 or int8, not int16"):
         reference.run(G.Graph(g.nodes, w, g.meta), [2, 5, 6])
 
 
@@ -220,20 +286,7 @@ def test_binary_finetune_from_a_float_run_then_quantize_bits_1(float_run, tmp_pa
 
 
 def _toy_bundle(tmp_path) -> Path:
-    """The toy examples as a 'limit' bundle (quantize calibrates on the task's train split; a clean
-    clone may have no data beside it)."""
-    import gzip
-    from tinynlp_data import get_task
-    t = get_task("limit")
-    folder = tmp_path / "data" / t.suite / t.name
-    folder.mkdir(parents=True)
-    for split, rows in (("train", TRAIN), ("validation", VAL)):
-        with gzip.open(folder / f"{split}.jsonl.gz", "wt") as f:
-            f.writelines(json.dumps({"id": e.id, "text": e.text, "label": e.label}) + "\n" for e in rows)
-    (folder / "meta.json").write_text(json.dumps({"task": t.name, "suite": t.suite, "type": t.type,
-                                                  "problem": t.problem, "num_labels": t.num_labels,
-                                                  "label_names": list(t.label_names), "metric": t.metric}))
-    return tmp_path / "data"
+    return toy_bundle(tmp_path, "limit", TRAIN, VAL)
 
 
 def _cli_quantize(run, out, *extra, code=0):

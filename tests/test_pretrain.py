@@ -47,6 +47,7 @@ def test_training_lowers_the_loss(tmp_path):
     P.pretrain(tmp_path / "a", _cfg(steps=8, nsp=False), stream=_stream(), on_log=logs.append)
     first, last = logs[0]["mlm_loss"], logs[-1]["mlm_loss"]
     assert last < first
+    assert "nsp_loss" not in logs[-1]                # no NSP: its untrained head is not reported
     meta = json.loads((tmp_path / "a" / "run.json").read_text())
     assert meta["step"] == 8 and meta["tokens"] == 8 * 8 * 32 and meta["arch"] == "embbert"
 
@@ -151,3 +152,29 @@ def test_bench_table_reuses_finished_tasks(tmp_path):
     assert "average (2/7)" in res["table"]
     with pytest.raises(ValueError, match="not in suite"):
         bench(tmp_path / "pre", "tinynlp", tmp_path, tasks=["cola"])
+
+
+def test_task_adaptive_pretraining_reads_the_training_texts(tmp_path):
+    """`pretrain --task-text T` trains on T's training texts (not validation, not labels); with
+    --corpus as well it is a one-line error."""
+    from typer.testing import CliRunner
+    from conftest import toy_bundle
+    from tinylm.cli import app
+    import dataclasses
+    train, val = toy_examples(40, 0), toy_examples(8, 1)
+    val[0] = dataclasses.replace(val[0], text="zebra quokka validation only")
+    data = toy_bundle(tmp_path, "limit", train, val)
+    assert P.task_texts(["limit"], data) == [e.text for e in train]
+    out = tmp_path / "tapt"
+    args = ["pretrain", "--model", "embbert-nano", "--task-text", "limit", "--no-nsp", "--steps", "2",
+            "--seq-len", "32", "--batch-size", "4", "--warmup", "1", "--out", str(out), "--data-dir", str(data)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["step"] == 2 and meta["corpus"] == "task texts"
+    from tinylm.tokenizer import load_tokenizer
+    tok = load_tokenizer(out / "tokenizer.json")
+    n = sum(len(e.ids) for e in tok.encode_batch([e.text for e in train], add_special_tokens=False))
+    assert meta["corpus_tokens"] == n                  # exactly the training texts
+    r = CliRunner().invoke(app, args[:-2] + ["--corpus", str(tmp_path), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "not both" in r.output

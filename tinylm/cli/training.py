@@ -65,6 +65,9 @@ def pretrain_cmd(
     ckpt_every: int = typer.Option(200, help="Checkpoint every N steps."),
     tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer JSON (default models/tokenizer-<vocab>.json)."),
     corpus: List[Path] = typer.Option(None, help="Corpus files/dirs (default <data dir>/corpus)."),
+    task_text: List[str] = typer.Option(None, help="Pretrain on the training texts of this task instead "
+                                        "of a corpus (task-adaptive pretraining; repeat for several; "
+                                        "labels unused). Usually with --no-nsp."),
     data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
     resume: bool = typer.Option(False, help="Continue from OUT/ckpt.msgpack (exactly)."),
     json_out: bool = typer.Option(False, "--json", help="Print the final record as JSON."),
@@ -77,7 +80,14 @@ def pretrain_cmd(
                          warmup=warmup, weight_decay=weight_decay, nsp=nsp, seed=seed,
                          ckpt_every=ckpt_every, max_minutes=minutes)
     try:
-        paths = corpus or [find_data_dir(data_dir) / "corpus"]
+        if task_text and corpus:
+            _fail("give --corpus or --task-text, not both")
+        texts = None
+        if task_text:
+            from tinylm.train.pretrain import task_texts
+            texts, paths = task_texts(task_text, data_dir), None
+        else:
+            paths = corpus or [find_data_dir(data_dir) / "corpus"]
         with progress() as prog:
             task = prog.add_task("pretrain", total=steps, info="")
 
@@ -87,7 +97,8 @@ def pretrain_cmd(
                                  f"{r['tokens_per_s']:.0f} tok/s")
                 if not sys.stderr.isatty():
                     print(json.dumps(r), flush=True)
-            last = pretrain(out, cfg, corpus=paths, tokenizer=tokenizer, resume=resume, on_log=on_log)
+            last = pretrain(out, cfg, corpus=paths, tokenizer=tokenizer, resume=resume, on_log=on_log,
+                            texts=texts)
     except (PretrainError, CheckpointMismatch, DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     except KeyboardInterrupt:

@@ -50,12 +50,26 @@ class PretrainError(ValueError):
 
 # ---------------------------------------------------------------- data
 
-def encode_corpus(tok, paths, cache: Path | None = None, max_lines: int | None = None) -> np.ndarray:
-    """All corpus lines encoded and concatenated into one id stream (uint16), cached as .npy."""
+def task_texts(tasks, data_dir=None) -> list[str]:
+    """The training-split texts of `tasks` (both sides of a pair), one line each: the corpus of
+    task-adaptive pretraining (TAPT, Gururangan et al. 2020). Labels are not read."""
+    from tinynlp_data import load_split
+    lines = []
+    for t in tasks:
+        for ex in load_split(t, "train", data_dir):
+            lines += [x for x in (ex.text, ex.text_b) if x and x.strip()]
+    return lines
+
+
+def encode_corpus(tok, paths, cache: Path | None = None, max_lines: int | None = None,
+                  lines: list[str] | None = None) -> np.ndarray:
+    """All corpus lines (of the files in `paths`, or `lines` themselves) encoded and concatenated
+    into one id stream (uint16), cached as .npy."""
     if cache is not None and cache.is_file():
         return np.load(cache)
+    source = lines if lines is not None else corpus_lines(paths)
     lines = []
-    for i, line in enumerate(corpus_lines(paths)):
+    for i, line in enumerate(source):
         if max_lines is not None and i >= max_lines:
             break
         lines.append(line.strip())
@@ -64,7 +78,7 @@ def encode_corpus(tok, paths, cache: Path | None = None, max_lines: int | None =
         for enc in tok.encode_batch(lines[i:i + 4096], add_special_tokens=False):
             chunks.append(np.asarray(enc.ids, np.uint16))
     if not chunks:
-        raise PretrainError(f"no text found in {', '.join(map(str, paths))}")
+        raise PretrainError(f"no text found in {', '.join(map(str, paths or ['the task texts']))}")
     stream = np.concatenate(chunks)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +150,10 @@ def make_train_step(model, tx, use_nsp: bool):
         acc = ((mlm.argmax(-1) == batch["labels"]) * w).sum() / jnp.maximum(w.sum(), 1.0)
         nsp_loss = optax.softmax_cross_entropy_with_integer_labels(nsp, batch["nsp"]).mean()
         loss = mlm_loss + (nsp_loss if use_nsp else 0.0)
-        return loss, dict(loss=loss, mlm_loss=mlm_loss, mlm_acc=acc, nsp_loss=nsp_loss)
+        aux = dict(loss=loss, mlm_loss=mlm_loss, mlm_acc=acc)
+        if use_nsp:                      # without NSP its head is untrained: no figure to log
+            aux["nsp_loss"] = nsp_loss
+        return loss, aux
 
     @jax.jit
     def step(params, opt_state, batch, key):
@@ -176,7 +193,8 @@ def load_checkpoint(out: Path, params, opt_state):
 
 def pretrain(out: str | Path, cfg: PretrainConfig, corpus=None, tokenizer: str | Path | None = None,
              resume: bool = False, on_log: Callable[[dict], None] | None = None,
-             max_lines: int | None = None, stream: np.ndarray | None = None) -> dict:
+             max_lines: int | None = None, stream: np.ndarray | None = None,
+             texts: list[str] | None = None) -> dict:
     """Runs (or resumes) pretraining into `out`. Returns the last log record."""
     import jax
     from tinylm.models.embbert import PretrainModel, get_config
@@ -204,6 +222,8 @@ def pretrain(out: str | Path, cfg: PretrainConfig, corpus=None, tokenizer: str |
                             f"config expects {model_cfg['vocab_size']} (train one with `tinylm tokenizer`)")
     if not resume:
         (out / "tokenizer.json").write_text(tok.to_str())
+    if stream is None and texts is not None:
+        stream = encode_corpus(tok, None, out / f"corpus-ids-{model_cfg['vocab_size']}.npy", max_lines, texts)
     if stream is None:
         if corpus is None:
             from tinynlp_data import find_data_dir
@@ -221,7 +241,8 @@ def pretrain(out: str | Path, cfg: PretrainConfig, corpus=None, tokenizer: str |
         params, opt_state, step, tokens = load_checkpoint(out, params, opt_state)
     meta = dict(arch="embbert", kind="pretrain", config=model_cfg, max_len=cfg.seq_len,
                 pretrain=asdict(cfg) | {"model": cfg.model if isinstance(cfg.model, str) else "custom"},
-                corpus_tokens=int(len(stream)))
+                corpus_tokens=int(len(stream)),
+                corpus=("task texts" if texts is not None else [str(c) for c in corpus or []]))
     train_step = make_train_step(model, tx, cfg.nsp)
     t0 = time.time()
     wall_before = json.loads(meta_path.read_text()).get("wall_s", 0.0) if resume else 0.0
