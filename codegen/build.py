@@ -89,10 +89,16 @@ def lower_rows(graph, board: dict, rows_per_pass: int | str = 1):
 
 
 def build(model: str | Path | None, board_name: str, out: str | Path, *, compile: bool = True,
-          rows_per_pass: int | str = "auto") -> dict:
+          rows_per_pass: int | str = "auto", windows: dict | None = None) -> dict:
+    """windows: {"stride": S, "max_input": N} to accept inputs of up to N ids, longer than the
+    model's L, as windows (tinylm/graph/windows.py); None: inputs of at most L ids."""
     model = Path(model) if model else DEFAULT_MODEL
     board = toolchain.load_board(board_name)
     graph = G.load(model)
+    if windows:
+        from tinylm.graph import windows as win
+        windows = {"stride": int(windows["stride"]), "max_input": int(windows["max_input"])}
+        win.check(graph.max_len, windows["stride"], windows["max_input"])
     low, rows_chosen = lower_rows(graph, board, rows_per_pass)
     rows = memory_table(low, graph.max_len)
     budget_check(rows, low.arena_bytes, board)
@@ -109,7 +115,7 @@ def build(model: str | Path | None, board_name: str, out: str | Path, *, compile
     (src / "weights.h").write_text(low.weights_h)
     for f in toolchain.firmware_sources(board) + _headers(board):
         shutil.copy(f, src / f.name)
-    defines = model_defines(graph)
+    defines = model_defines(graph, windows)
     (out / "platformio.ini").write_text(platformio_ini(board, defines))
     (out / "tinylm_extra.py").write_text(platformio_extra_script(board))
     (out / "linker.ld").write_text(toolchain.render_linker_script(board))
@@ -124,7 +130,7 @@ def build(model: str | Path | None, board_name: str, out: str | Path, *, compile
            "weights_bytes": sum(r["bytes"] for r in rows if r["kind"] == "weight"),
            "flash_budget": board["flash_bytes"], "ram_budget": board["ram_bytes"],
            "max_len": graph.max_len, "rows_per_pass": rows_chosen,
-           "rows_per_pass_setting": str(rows_per_pass), "tensors": rows}
+           "rows_per_pass_setting": str(rows_per_pass), "windows": windows, "tensors": rows}
     if compile:
         c_files = sorted(src.glob("*.c"))
         elf = toolchain.compile_firmware(c_files, [src], board, out, defines=defines)
@@ -137,7 +143,7 @@ def build(model: str | Path | None, board_name: str, out: str | Path, *, compile
     (out / "memory.json").write_text(json.dumps(mem, indent=2))
     (out / "build.json").write_text(json.dumps({"board": board["name"], "model": "model.onnx",
                                                 "elf": "firmware.elf" if compile else None,
-                                                "model_sha256": graph.sha256}, indent=2))
+                                                "model_sha256": graph.sha256, "windows": windows}, indent=2))
     return mem
 
 
@@ -145,9 +151,13 @@ def _headers(board: dict) -> list[Path]:
     return [h for d in toolchain.firmware_include_dirs(board) for h in sorted(Path(d).glob("*.h"))]
 
 
-def model_defines(graph) -> dict:
-    """The runtime's input and logits buffers sized to this model, not to the largest one."""
-    return {"TINYLM_INPUT_MAX": graph.max_len, "TINYLM_LABELS_MAX": max(1, len(graph.label_names))}
+def model_defines(graph, windows: dict | None = None) -> dict:
+    """The runtime's input and logits buffers sized to this model, not to the largest one (with
+    windows: to the longest input, 6 bytes a token)."""
+    d = {"TINYLM_INPUT_MAX": graph.max_len, "TINYLM_LABELS_MAX": max(1, len(graph.label_names))}
+    if windows:
+        d.update(TINYLM_INPUT_MAX=windows["max_input"], TINYLM_WINDOW_STRIDE=windows["stride"])
+    return d
 
 
 def platformio_flags(board: dict, model: dict | None = None) -> tuple[list[str], list[str]]:

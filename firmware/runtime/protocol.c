@@ -4,6 +4,15 @@
 #include "board.h"
 #include "tinylm_model.h"
 
+/* Inputs longer than the model's L run as windows (windows.c) when codegen sets a stride
+ * (`tinylm build --windows S --max-input N`); without one an input is at most L ids. */
+#ifndef TINYLM_WINDOW_STRIDE
+#define TINYLM_WINDOW_STRIDE 0
+#endif
+#if TINYLM_WINDOW_STRIDE > 0
+#include "windows.h"
+#endif
+
 /* ---- output helpers ---- */
 static void put_u64(uint64_t v)
 {
@@ -108,10 +117,14 @@ static int32_t logits[TINYLM_LABELS_MAX];
 static int32_t logits_len;   /* 0 until the first inference */
 static uint64_t last_cost;
 
-static int32_t max_tokens(void)
+static int32_t max_tokens(void)   /* the longest input this build accepts */
 {
+#if TINYLM_WINDOW_STRIDE > 0
+    return TINYLM_INPUT_MAX;
+#else
     int32_t l = tinylm_model_info.max_tokens;
     return l < TINYLM_INPUT_MAX ? l : TINYLM_INPUT_MAX;
+#endif
 }
 
 /* ---- commands ---- */
@@ -238,7 +251,14 @@ static void cmd_db(char *rest)
 static void run_once(int32_t n)
 {
     board_cost_begin();
+#if TINYLM_WINDOW_STRIDE > 0
+    static int32_t window_logits[TINYLM_LABELS_MAX];
+    static int64_t acc[TINYLM_LABELS_MAX];
+    tinylm_windows_run(ids, n, tinylm_model_info.max_tokens, TINYLM_WINDOW_STRIDE,
+                       tinylm_model_info.num_labels, logits, window_logits, acc);
+#else
     tinylm_model_run(ids, n, logits);
+#endif
     last_cost = board_cost_end();
 }
 
@@ -333,6 +353,9 @@ static void cmd_info(void)
     line_str("m-tinylm-hash-[", tinylm_model_info.hash);
     line_int("m-tinylm-vocab-[", tinylm_model_info.vocab);
     line_int("m-tinylm-maxlen-[", max_tokens());   /* what this build accepts */
+#if TINYLM_WINDOW_STRIDE > 0
+    line_int("m-tinylm-window-[", TINYLM_WINDOW_STRIDE);   /* inputs over L run as windows */
+#endif
     line_int("m-tinylm-labels-[", tinylm_model_info.num_labels);
     line_int("m-tinylm-arena-[", tinylm_model_info.arena_bytes);
     board_write("m-tinylm-scale-[");   /* the scores' logit scale: (d * mult) >> shift = d*s in Q24 */

@@ -71,14 +71,19 @@ def build(model: Optional[Path] = typer.Argument(None, help="quantized ONNX grap
           no_compile: bool = typer.Option(False, "--no-compile", help="generate sources only"),
           json_out: bool = typer.Option(False, "--json", help="print memory.json to stdout"),
           report: bool = typer.Option(False, "--report", help="also print flash/RAM by tensor and by ELF section"),
-          rows_per_pass: str = typer.Option("auto", "--rows-per-pass", help="token rows per row tile, i.e. per weight pass of the fully connected layers: more rows, more RAM, fewer instructions (2 = two rows share each weight word); 'auto': the most that fit the board's RAM (recorded in memory.json)")):
+          rows_per_pass: str = typer.Option("auto", "--rows-per-pass", help="token rows per row tile, i.e. per weight pass of the fully connected layers: more rows, more RAM, fewer instructions (2 = two rows share each weight word); 'auto': the most that fit the board's RAM (recorded in memory.json)"),
+          windows: Optional[int] = typer.Option(None, "--windows", metavar="STRIDE", help="accept inputs longer than the model's L: the device runs windows of L tokens STRIDE apart and sums their logits (e.g. L/2 - 1 for half-overlapping windows; docs/protocol.md); with --max-input"),
+          max_input: Optional[int] = typer.Option(None, "--max-input", help="with --windows: the longest input in tokens the device accepts (6 bytes of RAM a token)")):
     """Generate C for a quantized graph, link the firmware for a board and report its memory."""
     from codegen.build import BudgetError, build as do_build
     from codegen.toolchain import ToolchainError
     from tinylm.graph import GraphError
     try:
         rpp = rows_per_pass if rows_per_pass == "auto" else int(rows_per_pass)
-        mem = do_build(model, board, out, compile=not no_compile, rows_per_pass=rpp)
+        if (windows is None) != (max_input is None):
+            fail("--windows and --max-input go together (a stride and the longest input)")
+        win = {"stride": windows, "max_input": max_input} if windows else None
+        mem = do_build(model, board, out, compile=not no_compile, rows_per_pass=rpp, windows=win)
     except (GraphError, BudgetError, ToolchainError, ValueError, KeyError) as e:
         fail(str(e).strip("'\""))
     if json_out:
@@ -91,4 +96,5 @@ def build(model: Optional[Path] = typer.Argument(None, help="quantized ONNX grap
             print("ELF sections: " + ", ".join(f"{k} {v} B" for k, v in mem["sections"].items()))
     console.print(f"built {out} for {board}: flash {mem.get('flash_bytes', '?')} / {mem['flash_budget']} B, "
                   f"RAM {mem.get('ram_bytes', '?')} / {mem['ram_budget']} B, arena {mem['arena_bytes']} B "
-                  f"(activations total {mem['activations_total_bytes']} B), {mem['rows_per_pass']} rows per pass")
+                  f"(activations total {mem['activations_total_bytes']} B), {mem['rows_per_pass']} rows per pass"
+                  + (f", inputs up to {max_input} tokens as windows {windows} apart" if windows else ""))

@@ -22,11 +22,15 @@ def eval_cmd(target: Path = typer.Argument(..., help="build directory (device), 
              json_path: Optional[Path] = typer.Option(None, "--json", help="write results JSON here (default: eval-<task>-<engine>.json in the build or run directory, eval-<task>-reference-<name>.json beside a .onnx; for anything in the repository's models/: runs/eval/<name>/)"),
              resume: bool = typer.Option(False, help="continue an interrupted run without repeating examples"),
              force: bool = typer.Option(False, "--force", help="evaluate even if the model's label names are not the task's"),
-             workers: int = typer.Option(1, min=1, help="QEMU instances evaluating in parallel (qemu-* builds); results equal one worker's")):
+             workers: int = typer.Option(1, min=1, help="QEMU instances evaluating in parallel (qemu-* builds); results equal one worker's"),
+             windows: Optional[int] = typer.Option(None, "--windows", metavar="STRIDE", help="float run or .onnx: inputs longer than L as windows STRIDE apart, logits summed, as a build made with `tinylm build --windows` runs them (a build uses its own); with --max-input"),
+             max_input: Optional[int] = typer.Option(None, "--max-input", help="with --windows: truncate inputs to this many tokens")):
     """Evaluate a model on a task: float run, integer reference or firmware over serial."""
     from tinylm.harness.evaluate import EvalError, evaluate
     from tinylm.train.floatrun import RunError
     from tinylm.graph import GraphError
+    if (windows is None) != (max_input is None):
+        fail("--windows and --max-input go together (a stride and the longest input)")
     with progress() as prog:
         bar = prog.add_task(f"eval {task}", total=None, info="")
         mism = [0]
@@ -38,7 +42,8 @@ def eval_cmd(target: Path = typer.Argument(..., help="build directory (device), 
         try:
             res = evaluate(target, task, data=str(data) if data else None, data_dir=data_dir, limit=limit,
                            sample=sample, seed=seed, port=port, json_out=json_path, resume=resume, progress=cb,
-                           force=force, workers=workers)
+                           force=force, workers=workers,
+                           windows={"stride": windows, "max_input": max_input} if windows else None)
         except (EvalError, GraphError, RunError, KeyError, ValueError) as e:
             fail(str(e).strip("'\""))
     lines = [f"{res['task']} {res['metric']}: {res['score']:.4f} on {res['examples']} examples ({res['engine']})"

@@ -21,7 +21,7 @@ HEX_CHUNK = 100          # hex digits per "db HEX%" command
 SYNC_TIMEOUT = 5.0       # seconds for one resynchronisation attempt
 
 _INFO = re.compile(r"^m-tinylm-(\w+)-\[(.*)\]$")
-_INT_INFO = {"vocab", "maxlen", "labels", "arena"}
+_INT_INFO = {"vocab", "maxlen", "labels", "arena", "window"}
 _PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
 log = logging.getLogger("tinylm.device")
 

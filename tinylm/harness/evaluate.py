@@ -40,6 +40,16 @@ class Engine:
     tokenizer: object
     label_names: list
     extra: dict = field(default_factory=dict)
+    windows: dict | None = None   # {"stride", "max_input"}: longer inputs as windows (graph/windows.py)
+
+    @property
+    def input_len(self) -> int:
+        """What an input is truncated to: L, or the longest input the windows accept."""
+        return self.windows["max_input"] if self.windows else self.max_len
+
+    def _windowed(self, run_one, ids):
+        from tinylm.graph import windows
+        return windows.run(run_one, ids, self.max_len, self.windows and self.windows["stride"])
 
     def start(self):
         pass
@@ -59,10 +69,15 @@ class FloatEngine(Engine):
         super().__init__("float", Path(path), self.run.max_len, self.run.tokenizer, self.run.label_names)
 
     def predict(self, ids: list[int]) -> dict:
-        return {"logits": self.run.predict([ids])[0].tolist()}
+        return self.predict_many([ids])[0]
 
     def predict_many(self, batch: list[list[int]]) -> list[dict]:
-        return [{"logits": row.tolist()} for row in self.run.predict(batch)]
+        if not self.windows:
+            return [{"logits": row.tolist()} for row in self.run.predict(batch)]
+        from tinylm.graph import windows
+        parts = [windows.windows(ids, self.max_len, self.windows["stride"]) for ids in batch]
+        rows = iter(self.run.predict([w for p in parts for w in p]))   # one batched pass
+        return [{"logits": np.sum([next(rows) for _ in p], axis=0).tolist(), "windows": len(p)} for p in parts]
 
     def target_sha256(self) -> str:
         return sha256_files(self.target / f for f in ("run.json", "tokenizer.json", "params.msgpack"))
@@ -78,7 +93,7 @@ class ReferenceEngine(Engine):
                          load_tokenizer(self.graph.meta["tokenizer"]), self.graph.label_names)
 
     def predict(self, ids):
-        return {"logits": self.reference.run(self.graph, ids).tolist()}
+        return {"logits": self._windowed(lambda w: self.reference.run(self.graph, w), ids).tolist()}
 
     def target_sha256(self) -> str:
         return self.graph.sha256
@@ -101,7 +116,7 @@ class DeviceEngine(Engine):
         self.qemu = self.device = None
         super().__init__("device", build_dir, self.graph.max_len,
                          load_tokenizer(self.graph.meta["tokenizer"]), self.graph.label_names,
-                         {"board": self.board["name"]})
+                         {"board": self.board["name"]}, meta.get("windows"))
 
     def start(self):
         from tinylm.harness.device import Device, DeviceError, DeviceTimeout, DeviceUnreachable
@@ -151,7 +166,7 @@ class DeviceEngine(Engine):
         logits = self.device.infer_loaded()
         t2 = time.perf_counter()
         cost = self.device.cost()
-        ref = self.reference.run(self.graph, ids).tolist()
+        ref = self._windowed(lambda w: self.reference.run(self.graph, w), ids).tolist()
         t3 = time.perf_counter()
         lap = self.device.last_lap_us
         got_scores = self.device.last_scores
@@ -163,14 +178,30 @@ class DeviceEngine(Engine):
                 "device_us": (lap[1] - lap[0]) if lap else None, **cost}
 
 
-def open_engine(target, port: str | None = None) -> Engine:
+def open_engine(target, port: str | None = None, windows: dict | None = None) -> Engine:
+    """The engine for a build directory, a run directory or a graph. windows (float and
+    reference only; a build has its own, from `tinylm build --windows`) makes inputs longer than
+    L run as windows."""
     p = Path(target)
     if p.is_dir() and (p / "build.json").is_file():
+        if windows:
+            raise EvalError(f"{target} is a build: its windows are set by `tinylm build --windows`, "
+                            "not by eval")
         return DeviceEngine(p, port)
+    engine = None
     if is_run_dir(p):
-        return FloatEngine(p)
-    if p.is_file() and p.suffix == ".onnx":
-        return ReferenceEngine(p)
+        engine = FloatEngine(p)
+    elif p.is_file() and p.suffix == ".onnx":
+        engine = ReferenceEngine(p)
+    if engine is not None:
+        if windows:
+            from tinylm.graph.windows import WindowError, check
+            try:
+                check(engine.max_len, windows["stride"], windows["max_input"])
+            except WindowError as e:
+                raise EvalError(str(e)) from None
+            engine.windows = dict(windows)
+        return engine
     if not p.exists():
         raise EvalError(f"{target} does not exist")
     raise EvalError(f"{target}: not a build directory (build.json), a run directory (run.json) "
@@ -217,10 +248,10 @@ def select_examples(t, data, data_dir, sample, seed, limit) -> list:
 
 def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit: int | None = None,
              sample: int | None = None, seed: int = 0, port: str | None = None, json_out: str | Path | None = None, resume: bool = False,
-             progress=None, force: bool = False, workers: int = 1) -> dict:
+             progress=None, force: bool = False, workers: int = 1, windows: dict | None = None) -> dict:
     t = get_task(task)
     examples = select_examples(t, data, data_dir, sample, seed, limit)
-    engine = open_engine(target, port)
+    engine = open_engine(target, port, windows)
     if not force:
         check_labels(engine, t, target)
     if workers < 1:
@@ -231,7 +262,8 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
     progress_file = json_out.with_name(json_out.name + ".progress.jsonl")
     data_file = Path(data) if data else split_path(t, "validation", data_dir)
     run = identity(target_sha256=engine.target_sha256(), engine=engine.kind, task=t.name,
-                   data_sha256=sha256_files([data_file]), sample=sample, seed=seed, limit=limit)
+                   data_sha256=sha256_files([data_file]), sample=sample, seed=seed, limit=limit,
+                   windows=engine.windows if engine.kind != "device" else None)   # a build's: in its hash
     done: dict[int, dict] = {}
     repaired = False
     if resume and progress_file.is_file():
@@ -259,7 +291,7 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
                     progress(len(done), len(examples), rec)
 
             def encode_one(i):
-                return encode(engine.tokenizer, examples[i].text, examples[i].text_b, engine.max_len)
+                return encode(engine.tokenizer, examples[i].text, examples[i].text_b, engine.input_len)
 
             if workers > 1:
                 from tinylm.harness.workers import run_parallel
@@ -268,7 +300,7 @@ def evaluate(target, task: str, *, data: str | None = None, data_dir=None, limit
             elif isinstance(engine, FloatEngine):
                 for s in range(0, len(todo), 256):
                     chunk = todo[s:s + 256]
-                    batch = [encode(engine.tokenizer, examples[i].text, examples[i].text_b, engine.max_len) for i in chunk]
+                    batch = [encode(engine.tokenizer, examples[i].text, examples[i].text_b, engine.input_len) for i in chunk]
                     for i, ids, res in zip(chunk, batch, engine.predict_many(batch)):
                         record(i, {"tokens": len(ids), **res})
             else:

@@ -35,11 +35,15 @@ def sha256_files(paths) -> str:
     return h.hexdigest()
 
 
-def identity(*, target_sha256: str, engine: str, task: str, data_sha256: str, sample, seed, limit) -> dict:
+def identity(*, target_sha256: str, engine: str, task: str, data_sha256: str, sample, seed, limit,
+             windows: dict | None = None) -> dict:
     # the seed only picks the --sample subset: without one it does not change the run
-    return {"format": FORMAT, "target_sha256": target_sha256, "engine": engine, "task": task,
-            "data_sha256": data_sha256, "sample": sample or None, "seed": seed if sample else None,
-            "limit": limit or None}
+    run = {"format": FORMAT, "target_sha256": target_sha256, "engine": engine, "task": task,
+           "data_sha256": data_sha256, "sample": sample or None, "seed": seed if sample else None,
+           "limit": limit or None}
+    if windows:          # eval --windows on a graph or run: other logits than without
+        run["windows"] = windows
+    return run
 
 
 def start_run(path: Path, run: dict) -> None:
