@@ -19,6 +19,9 @@ from .bounds import BoundError, check_bounds  # noqa: F401  (part of this module
 from .names import c_comment, c_idents, c_string, check_model_name
 from .scores import logit_scale_q
 
+# Gather's kernel by table dtype: int8 rows, bit-packed uint32 rows, bit-packed rows of <= 16 bits
+# a word stored as uint16 (zero-extended to uint32 words, tinylm.graph.ops.gather)
+GATHER = {np.dtype(np.int8): "gather_s8", np.dtype(np.uint32): "gather_b32", np.dtype(np.uint16): "gather_b16"}
 CTYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int32_t",
          np.dtype(np.uint16): "uint16_t", np.dtype(np.uint32): "uint32_t"}
 
@@ -192,6 +195,9 @@ def lower(graph: Graph, tile_rows: int = TILE_ROWS, fused: bool = True) -> Lower
             return shapes[t][0]
         return tuple(graph.weights[t].shape)
 
+    def dtype(t):
+        return graph.weights[t].dtype if t in graph.weights else np.dtype(shapes[t][1])
+
     def node_calls(i, node, tiled: bool) -> list[str]:
         row_in = set(tinfo[i][0]) if tiled else set()
 
@@ -219,8 +225,7 @@ def lower(graph: Graph, tile_rows: int = TILE_ROWS, fused: bool = True) -> Lower
         out = [f"/* {c_comment(node.name)} */"]
         if node.op == "Gather":
             rows, cols = shape(i_[0])
-            packed = graph.weights[i_[0]].dtype == np.uint32 if i_[0] in graph.weights else False
-            out.append(f"gather_{'b32' if packed else 's8'}({R(i_[0])}, {dim_expr(rows)}, {dim_expr(cols)}, "
+            out.append(f"{GATHER[dtype(i_[0])]}({R(i_[0])}, {dim_expr(rows)}, {dim_expr(cols)}, "
                        f"{R(i_[1])}, {dim(i_[1])}, {o});")
         elif node.op == "PositionIds":
             out.append(f"position_ids_s32(n, {o});")
@@ -245,7 +250,8 @@ def lower(graph: Graph, tile_rows: int = TILE_ROWS, fused: bool = True) -> Lower
         elif node.op == "Requantize":
             _, c = shape(i_[0])
             ch = graph.weights[i_[1]].size
-            out.append(f"requantize_s32_s8({R(i_[0])}, {R(i_[1])}, {R(i_[2])}, {ch}, {o}, {dim(i_[0])}, {dim_expr(c)});")
+            kernel = "requantize_s32_s8_sh8" if dtype(i_[2]) == np.int8 else "requantize_s32_s8"
+            out.append(f"{kernel}({R(i_[0])}, {R(i_[1])}, {R(i_[2])}, {ch}, {o}, {dim(i_[0])}, {dim_expr(c)});")
         elif node.op == "AddInt8":
             out.append(f"add_s8({R(i_[0])}, {R(i_[1])}, {o}, {size(i_[0])}, {a['ma']}, {a['mb']}, {a['shift']});")
         elif node.op == "Lut":

@@ -4,7 +4,8 @@ semantics are unchanged, only how the forward pass is cut into kernel calls).
 MatMulInteger by a weight [+ Add of a bias row] + Requantize [+ Lut] becomes one node of the
 codegen-internal op FullyConnected, emitted as one `fully_connected_s8` call: the int32 product
 and the int32 sum never reach the arena. Its weight is stored in the packed order the kernel
-reads (pack_fc_weights; layout in firmware/kernels/fully_connected_s8.c). Bounds are proved on
+reads (pack_fc_weights; layout in firmware/kernels/fully_connected_s8.c), its shifts as int32
+(an int8 shift tensor is widened). Bounds are proved on
 the original graph (bounds.check_bounds) before this runs, so every int32 partial sum the fused
 kernel forms is covered by the same proof.
 """
@@ -89,5 +90,8 @@ def fuse(graph: Graph) -> Graph:
         drop.update(chain[:-1])
         place[chain[-1]] = fused
         weights[w] = pack_fc_weights(weights[w])
+        # the kernel reads int32 shifts; a graph may store them as int8 (binary graphs,
+        # tinylm/quant/repack.py): the same values, widened here (3 bytes a channel of flash)
+        weights[shift] = weights[shift].astype(np.int32)
     new_nodes = [place.get(i, n) for i, n in enumerate(nodes) if i not in drop]
     return dataclasses.replace(graph, nodes=new_nodes, weights=weights)

@@ -18,7 +18,8 @@ enum {
     OP_GATHER = 0, OP_POSITION_IDS, OP_MATMUL, OP_ADD_S32, OP_REQUANTIZE, OP_ADD_S8,
     OP_LUT, OP_TRANSPOSE, OP_SOFTMAX, OP_RMSNORM, OP_ISQRT,
     OP_SEGMENT_IDS, OP_ATTENTION, OP_CAUSAL_DWCONV, OP_FULLY_CONNECTED,
-    OP_BINARIZE, OP_BINARY_MATMUL, OP_BINARY_MASK_MATMUL, OP_BINARY_DENSE
+    OP_BINARIZE, OP_BINARY_MATMUL, OP_BINARY_MASK_MATMUL, OP_BINARY_DENSE,
+    OP_GATHER_B32, OP_GATHER_B16, OP_REQUANTIZE_SH8
 };
 
 #define MAX_PARAMS 16
@@ -124,6 +125,20 @@ int main(void)
             OUT(int8_t, (int64_t)p[2] * p[1]);
             gather_s8(a[0].data, p[0], p[1], a[1].data, p[2], out);
             break;
+        case OP_GATHER_B32: /* rows, cols, n; table (uint32), ids */
+            NEED(3, 2);
+            expect(&a[0], 4, (int64_t)p[0] * p[1], "table");
+            expect(&a[1], 4, p[2], "ids");
+            OUT(uint32_t, (int64_t)p[2] * p[1]);
+            gather_b32(a[0].data, p[0], p[1], a[1].data, p[2], out);
+            break;
+        case OP_GATHER_B16: /* rows, cols, n; table (uint16), ids -> uint32 rows */
+            NEED(3, 2);
+            expect(&a[0], 2, (int64_t)p[0] * p[1], "table");
+            expect(&a[1], 4, p[2], "ids");
+            OUT(uint32_t, (int64_t)p[2] * p[1]);
+            gather_b16(a[0].data, p[0], p[1], a[1].data, p[2], out);
+            break;
         case OP_POSITION_IDS: /* n */
             NEED(1, 0);
             OUT(int32_t, p[0]);
@@ -150,6 +165,14 @@ int main(void)
             expect(&a[2], 4, p[0], "shift");
             OUT(int8_t, (int64_t)p[1] * p[2]);
             requantize_s32_s8(a[0].data, a[1].data, a[2].data, p[0], out, p[1], p[2]);
+            break;
+        case OP_REQUANTIZE_SH8: /* channels, rows, cols; x, mult, shift (int8) */
+            NEED(3, 3);
+            expect(&a[0], 4, (int64_t)p[1] * p[2], "x");
+            expect(&a[1], 4, p[0], "mult");
+            expect(&a[2], 1, p[0], "shift");
+            OUT(int8_t, (int64_t)p[1] * p[2]);
+            requantize_s32_s8_sh8(a[0].data, a[1].data, a[2].data, p[0], out, p[1], p[2]);
             break;
         case OP_ADD_S8: /* count, ma, mb, shift; a, b */
             NEED(4, 2);

@@ -35,10 +35,13 @@ DRIVER_SRC = ROOT / "tests" / "kernel_driver.c"
 # kernel -> numpy twin in tinylm.graph.ops (docs/kernels.md has the same table)
 KERNELS = {
     "gather_s8": "gather",
+    "gather_b32": "gather",                   # bit-packed uint32 rows
+    "gather_b16": "gather",                   # bit-packed rows stored as uint16, zero-extended to uint32
     "position_ids_s32": "position_ids",
     "matmul_s8_s32": "matmul_integer",
     "add_s32": "add_int32",
     "requantize_s32_s8": "requantize",
+    "requantize_s32_s8_sh8": "requantize",    # int8 shift tensor
     "add_s8": "add_int8",
     "lut_s8": "lut",
     "transpose_s8": "transpose",
@@ -57,7 +60,7 @@ OP = {name: i for i, name in enumerate(
     ["gather", "position_ids", "matmul", "add_s32", "requantize", "add_s8",
      "lut", "transpose", "softmax", "rmsnorm", "isqrt",
      "segment_ids", "attention", "causal_dwconv", "fully_connected", "binarize", "binary_matmul",
-     "binary_mask_matmul", "binary_dense"])}
+     "binary_mask_matmul", "binary_dense", "gather_b32", "gather_b16", "requantize_sh8"])}
 
 SAN_FLAGS = ["-std=c99", "-O1", "-g", "-fsanitize=address,undefined",
              "-fno-sanitize-recover=all", "-Werror", "-Wall", "-Wextra"]
@@ -185,6 +188,24 @@ def test_gather(driver, data, rows, cols, n):
     check(got, ops.gather(table, ids))
 
 
+U16 = st.one_of(st.sampled_from([0, 1, 0x8000, 0xFFFF]), st.integers(0, 0xFFFF))
+
+
+@CASES
+@given(st.data(), DIM, st.integers(1, 4), st.integers(0, 12))
+def test_gather_b32_and_b16(driver, data, rows, cols, n):
+    """Bit-packed tables: uint32 rows as they are; uint16 rows zero-extended to uint32 words,
+    i.e. the rows of the same table stored as uint32."""
+    t16 = data.draw(hnp.arrays(np.uint16, (rows, cols), elements=U16))
+    t32 = data.draw(hnp.arrays(np.uint32, (rows, cols), elements=st.integers(0, 2**32 - 1)))
+    ids = data.draw(s32_array((n,), st.integers(0, rows - 1)))
+    got = np.frombuffer(driver.run("gather_b16", [rows, cols, n], [t16, ids]), np.uint32).reshape(n, cols)
+    check(got, ops.gather(t16, ids))
+    check(got, ops.gather(t16.astype(np.uint32), ids))
+    got = np.frombuffer(driver.run("gather_b32", [rows, cols, n], [t32, ids]), np.uint32).reshape(n, cols)
+    check(got, ops.gather(t32, ids))
+
+
 @settings(max_examples=10, deadline=None)
 @given(st.integers(0, 300))
 def test_position_ids(driver, n):
@@ -296,6 +317,10 @@ def test_requantize(driver, data, rows, cols, per_channel):
     mult = data.draw(s32_array((ch,), MULT))
     shift = data.draw(s32_array((ch,), SHIFT))
     got = np.frombuffer(driver.run("requantize", [ch, rows, cols], [x, mult, shift]), np.int8)
+    check(got.reshape(rows, cols), ops.requantize(x, mult, shift))
+    # the same shifts stored as int8 (binary graphs): requantize_s32_s8_sh8, the same result
+    got = np.frombuffer(driver.run("requantize_sh8", [ch, rows, cols], [x, mult, shift.astype(np.int8)]), np.int8)
+    check(got.reshape(rows, cols), ops.requantize(x, mult, shift.astype(np.int8)))
     check(got.reshape(rows, cols), ops.requantize(x, mult, shift))
 
 

@@ -14,6 +14,9 @@ extern "C" {
 void gather_s8(const int8_t *table, int32_t rows, int32_t cols, const int32_t *ids, int32_t n, int8_t *out);
 /* the same on bit-packed rows (binary token embedding, tinylm.graph.ops.binarize_int's layout) */
 void gather_b32(const uint32_t *table, int32_t rows, int32_t cols, const int32_t *ids, int32_t n, uint32_t *out);
+/* the same on bit-packed rows of words of at most 16 bits stored as uint16 (tinylm.graph.ops.gather):
+ * each entry zero-extended to a uint32 word, out[n, cols] */
+void gather_b16(const uint16_t *table, int32_t rows, int32_t cols, const int32_t *ids, int32_t n, uint32_t *out);
 
 /* tinylm.graph.ops.position_ids: out[i] = i for i < n. */
 void position_ids_s32(int32_t n, int32_t *out);
@@ -26,6 +29,8 @@ void add_s32(const int32_t *a, const int32_t *b, int32_t *out, int32_t rows, int
 
 /* tinylm.graph.ops.requantize: out = clamp((x*mult + 2**(shift-1)) >> shift); channels = 1 or cols. */
 void requantize_s32_s8(const int32_t *x, const int32_t *mult, const int32_t *shift, int32_t channels, int8_t *out, int32_t rows, int32_t cols);
+/* tinylm.graph.ops.requantize with an int8 shift tensor (the same values, 1..62): as requantize_s32_s8. */
+void requantize_s32_s8_sh8(const int32_t *x, const int32_t *mult, const int8_t *shift, int32_t channels, int8_t *out, int32_t rows, int32_t cols);
 
 /* tinylm.graph.ops.add_int8: out = clamp((a*ma + b*mb + 2**(shift-1)) >> shift), int64 inside. */
 void add_s8(const int8_t *a, const int8_t *b, int8_t *out, int32_t count, int32_t ma, int32_t mb, int32_t shift);

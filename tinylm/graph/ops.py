@@ -56,10 +56,10 @@ def _to_int8(y, xp):
 
 
 def requantize(x, multiplier, shift, xp=np):
-    """ai.tinylm.Requantize -- kernel ``requantize_s32_s8``.
+    """ai.tinylm.Requantize -- kernel ``requantize_s32_s8`` (``requantize_s32_s8_sh8`` for int8 shifts).
 
-    int32 x, multiplier and shift int32 of length 1 (per tensor) or of length
-    cols (per output channel, the last axis of x):
+    int32 x, multiplier int32 and shift int32 or int8 (the same values: shifts are 1..62),
+    each of length 1 (per tensor) or of length cols (per output channel, the last axis of x):
 
         y = clamp((x * m + 2**(s-1)) >> s, -128, 127)     computed in int64
 
@@ -110,9 +110,15 @@ def add_int8(a, b, ma, mb, shift, xp=np):
 
 
 def gather(table, ids, xp=np):
-    """ONNX Gather on axis 0 -- kernel ``gather_s8`` (``gather_b32`` on a uint32 packed table).
+    """ONNX Gather on axis 0 -- kernels ``gather_s8``, ``gather_b32``, ``gather_b16``.
 
-    Rows of an int8 (or bit-packed uint32) table [rows, cols] picked by int32 ids [...].
+    Rows of a table [rows, cols] picked by int32 ids [...] -> [..., cols]:
+    - int8 table: int8 rows (``gather_s8``);
+    - uint32 table (bit-packed rows, binarize_int's layout): uint32 rows (``gather_b32``);
+    - uint16 table: bit-packed rows whose words have at most 16 bits (the binary token table
+      when a token has r <= 16 sign bits), stored at their real width: each uint16 entry is
+      zero-extended to a uint32 word, so the result is the uint32 rows that the same table
+      stored as uint32 gives (``gather_b16``), and BinaryMatMulInt reads it unchanged.
     Every id must satisfy 0 <= id < rows; the interpreter raises otherwise and the
     firmware refuses such an input before inference.
     """
@@ -121,7 +127,8 @@ def gather(table, ids, xp=np):
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
             raise IndexError(f"Gather index out of range [0, {table.shape[0]})")
-    return table[ids]
+    rows = table[ids]
+    return rows.astype(xp.uint32) if table.dtype == np.uint16 else rows
 
 
 def position_ids(ids, xp=np):

@@ -36,8 +36,8 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         raise GraphError(bad)
     if op == "Gather":
         data, idx = args
-        if data.dtype not in (np.int8, np.uint32) or data.ndim != 2:   # int8 rows, or bit-packed rows
-            raise GraphError(f"node {node.name!r} (Gather): data must be 2-D int8 or uint32 (bit-packed), "
+        if data.dtype not in (np.int8, np.uint16, np.uint32) or data.ndim != 2:   # int8 or bit-packed rows
+            raise GraphError(f"node {node.name!r} (Gather): data must be 2-D int8, uint16 or uint32 (bit-packed), "
                              f"not {data.dtype}{list(data.shape)}")
         if idx.dtype not in (np.int32, np.int64) or idx.ndim != 1:
             raise GraphError(f"node {node.name!r} (Gather): indices must be 1-D int32/int64")
@@ -68,7 +68,9 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         x, m, s = args
         _expect(node, x, np.int32, 2, "input")
         _expect(node, m, np.int32, 1, "multiplier")
-        _expect(node, s, np.int32, 1, "shift")
+        if s.dtype not in (np.int8, np.int32) or s.ndim != 1:
+            raise GraphError(f"node {node.name!r} (Requantize): shift must be 1-D int32 or int8, "
+                             f"not {s.dtype}{list(s.shape)}")
         if m.shape != s.shape or m.shape[0] not in (1, x.shape[1]):
             raise GraphError(f"node {node.name!r} (Requantize): multiplier/shift length {m.shape[0]} "
                              f"must be 1 or {x.shape[1]}")
