@@ -16,6 +16,8 @@ device never sees padding, so only real tokens are computed). The graph, per doc
   last layer: only position 0 feeds the classifier, so its query, attention row, convolution
             (causal: row 0 sees h[0] only) and projections run on row 0 alone.
   head      MatMulInteger (per tensor) + Add bias on position 0 -> int32 logits.
+  binary    (--bits 1) the binary ops of docs/binary.md, then quant/repack.repack_binary: the
+            token sign table as uint16 when r <= 16, Requantize shifts as int8.
 
 The float forward used for calibration (`forward`) is our own numpy implementation of the
 model on one unpadded sequence; tests/test_embbert_q.py checks it against the Flax model.
@@ -28,7 +30,8 @@ import numpy as np
 
 from tinylm import graph as G
 from tinylm.quant import qmath
-from tinylm.quant.lowering import Lowering, pack_signs
+from tinylm.quant.lowering import Lowering, pack_sign_table, pack_signs
+from tinylm.quant.repack import repack_binary
 from tinylm.tokenizer import SEP
 
 
@@ -179,7 +182,7 @@ def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *,
     sid = b.op("SegmentIds", [G.INPUT], "embed.segments")
     if config.get("binary_embedding", False):     # r bits a token: Gather packed rows, popcount dot
         be = binary_embedding_parts(em)
-        t = b.op("Gather", [b.const("embed.tok_bits", pack_signs(be["tok"])), G.INPUT], "embed.tok.gather")
+        t = b.op("Gather", [b.const("embed.tok_bits", pack_sign_table(be["tok"])), G.INPUT], "embed.tok.gather")
         t = b.op("BinaryMatMulInt", [t, b.const("embed.w_te_bits", pack_signs(be["bits"].T))], "embed.tok.mm",
                  k=int(be["bits"].shape[0]))
         t = requant(t, be["a_w"] / S["embed.tok"], "embed.tok")
@@ -229,6 +232,8 @@ def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *,
             "calibration_examples": int(len(calib_seqs)), "config": config}
     if config.get("binary", False) or config.get("binary_embedding", False):   # int8 graphs keep their bytes
         meta.update(weight_bits=1, binary_embedding=bool(config.get("binary_embedding", False)))
+        # the token table at its real width (uint16 when r <= 16) and int8 shifts (quant/repack.py)
+        return repack_binary(b.to_model(len(label_names), meta))[0]
     return b.to_model(len(label_names), meta)
 
 

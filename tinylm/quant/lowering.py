@@ -17,6 +17,14 @@ def pack_signs(plus, xp=np):
     return ops.binarize_int(xp.where(plus, 1, -1).astype(xp.int8), xp.zeros(1, xp.int32), xp)
 
 
+def pack_sign_table(plus, xp=np):
+    """A Gather table of sign bits, bool [rows, K] -> its packed rows at their real width: uint16
+    words when K <= 16 (the binary token table, r bits a token: ops.gather zero-extends them to
+    the uint32 words of pack_signs), else pack_signs' uint32. quant/repack.py's rule for tables."""
+    words = pack_signs(plus, xp)
+    return words.astype(xp.uint16) if plus.shape[-1] <= 16 else words
+
+
 class Lowering(G.GraphBuilder):
     def requantize(self, acc: str, real_scale, name: str) -> str:
         """int32 -> int8 with multiplier/shift per tensor or per channel for `real_scale`."""

@@ -34,7 +34,7 @@ import numpy as np
 from tinylm.graph import ops
 from tinylm.quant import embbert as QE
 from tinylm.quant import qmath
-from tinylm.quant.lowering import pack_signs
+from tinylm.quant.lowering import pack_sign_table, pack_signs
 
 PAD, SEP = 0, 4
 
@@ -136,7 +136,7 @@ def ip_from_float(params, S: dict, consts: dict, config: dict, max_len: int):
     ip, ws = {}, {}
     if config.get("binary_embedding", False):     # the lowering's steps (quant/embbert.py), on jax.numpy
         be = QE.binary_embedding_parts(em, jnp)
-        ip["tok_bits"], ip["w_te_bits"] = pack_signs(be["tok"], jnp), pack_signs(be["bits"].T, jnp)
+        ip["tok_bits"], ip["w_te_bits"] = pack_sign_table(be["tok"], jnp), pack_signs(be["bits"].T, jnp)
         ws["w_te"] = be["a_w"]
         ip["tok.m"], ip["tok.s"] = qm(ws["w_te"] / S["embed.tok"])
     else:
