@@ -144,7 +144,8 @@ def test_add_s8_dsp(m4_server, data, count, ma, mb, shift):
                                                                  HealthCheck.too_slow])
 @given(st.data(), st.integers(1, 4), st.integers(1, 9), st.booleans())
 def test_requantize_dsp(m4_server, data, rows, cols, per_channel):
-    """requantize_s32_s8's SMMLA form (shift >= 33) and the int64 form, over the spec's domain."""
+    """requantize_s32_s8's (and requantize_s32_s8_sh8's) SMMLA form (shift >= 33) and the int64 form,
+    over the spec's domain."""
     ch = cols if per_channel else 1
     x = np.array(data.draw(st.lists(st.one_of(st.integers(-2**31, 2**31 - 1), st.sampled_from([-2**31, 2**31 - 1, -1, 0, 1])),
                                     min_size=rows * cols, max_size=rows * cols)), np.int32).reshape(rows, cols)
@@ -152,6 +153,9 @@ def test_requantize_dsp(m4_server, data, rows, cols, per_channel):
     shift = np.array(data.draw(st.lists(st.one_of(st.integers(1, 62), st.integers(31, 34)), min_size=ch, max_size=ch)),
                      np.int32)
     _, raw = m4_server.run("requantize", [ch, rows, cols], [x, mult, shift])
+    assert np.array_equal(np.frombuffer(raw, np.int8).reshape(rows, cols), ops.requantize(x, mult, shift))
+    # requantize_s32_s8_sh8: the same shifts stored as int8 (binary graphs), the same result
+    _, raw = m4_server.run("requantize_sh8", [ch, rows, cols], [x, mult, shift.astype(np.int8)])
     assert np.array_equal(np.frombuffer(raw, np.int8).reshape(rows, cols), ops.requantize(x, mult, shift))
 
 

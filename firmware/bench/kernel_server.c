@@ -17,7 +17,7 @@
 enum { OP_MATMUL = 2, OP_ADD_S32 = 3, OP_REQUANTIZE = 4, OP_ADD_S8 = 5, OP_LUT = 6,
        OP_SOFTMAX = 8, OP_RMSNORM = 9, OP_ATTENTION = 12, OP_CAUSAL_DWCONV = 13,
        OP_FULLY_CONNECTED = 14, OP_BINARIZE = 15, OP_BINARY_MATMUL = 16,
-       OP_BINARY_MASK_MATMUL = 17, OP_BINARY_DENSE = 18 };
+       OP_BINARY_MASK_MATMUL = 17, OP_BINARY_DENSE = 18, OP_REQUANTIZE_SH8 = 21 };
 
 #define POOL_BYTES (200 * 1024)
 #define MAX_PARAMS 16
@@ -105,7 +105,7 @@ int main(void)
         switch (op) {
         case OP_MATMUL: OUT(4 * p[0] * p[2]); break;
         case OP_ADD_S32: OUT(4 * p[0] * p[1]); break;
-        case OP_REQUANTIZE: OUT(p[1] * p[2]); break;
+        case OP_REQUANTIZE: case OP_REQUANTIZE_SH8: OUT(p[1] * p[2]); break;
         case OP_ADD_S8: case OP_LUT: OUT(p[0]); break;
         case OP_SOFTMAX: case OP_RMSNORM: OUT(p[0] * p[1]); break;
         case OP_ATTENTION: OUT(p[0] * p[2] + attention_s8_scratch_bytes(p[1], p[2])); nbytes = p[0] * p[2]; break;
@@ -123,6 +123,7 @@ int main(void)
             case OP_MATMUL: matmul_s8_s32(a[0], a[1], out, p[0], p[1], p[2]); break;
             case OP_ADD_S32: add_s32(a[0], a[1], out, p[0], p[1], p[2]); break;
             case OP_REQUANTIZE: requantize_s32_s8(a[0], a[1], a[2], p[0], out, p[1], p[2]); break;
+            case OP_REQUANTIZE_SH8: requantize_s32_s8_sh8(a[0], a[1], a[2], p[0], out, p[1], p[2]); break;
             case OP_ADD_S8: add_s8(a[0], a[1], out, p[0], p[1], p[2], p[3]); break;
             case OP_LUT: lut_s8(a[0], a[1], out, p[0]); break;
             case OP_SOFTMAX: softmax_s32_s8(a[0], out, p[0], p[1], p[2], p[3], a[1], p[4]); break;

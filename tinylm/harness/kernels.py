@@ -28,7 +28,7 @@ BOARDS = ["qemu-m4", "qemu-m7", "qemu-m33", "qemu-m55"]
 OPS = {"matmul": 2, "add_s32": 3, "requantize": 4, "add_s8": 5, "lut": 6, "softmax": 8,
        "rmsnorm": 9, "attention": 12, "causal_dwconv": 13, "fully_connected": 14, "binarize": 15,
        "binary_matmul": 16, "binary_mask_matmul": 17,
-       "binary_dense": 18}
+       "binary_dense": 18, "requantize_sh8": 21}
 
 
 class KernelMismatch(AssertionError):
