@@ -178,3 +178,20 @@ def test_task_adaptive_pretraining_reads_the_training_texts(tmp_path):
     assert meta["corpus_tokens"] == n                  # exactly the training texts
     r = CliRunner().invoke(app, args[:-2] + ["--corpus", str(tmp_path), "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "not both" in r.output
+
+
+def test_bench_from_scratch_trains_each_task_without_a_backbone(tmp_path):
+    from typer.testing import CliRunner
+    from conftest import toy_bundle
+    from tinylm.cli import app
+    data = toy_bundle(tmp_path, "limit", toy_examples(48, 0), toy_examples(16, 1))
+    out = tmp_path / "bench"
+    args = ["bench", "--from-scratch", "--model", "embbert-nano", "--tasks", "limit", "--epochs", "2",
+            "--patience", "1", "--max-len", "16", "--no-baseline", "--out", str(out), "--data-dir", str(data)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "limit" / "run.json").read_text())
+    assert meta["pretrained_from"] is None and meta["config"]["d"] == 64      # embbert-nano, no backbone
+    assert "| limit | accuracy |" in (out / "table.md").read_text()
+    r = CliRunner().invoke(app, ["bench", "--tasks", "limit", "--out", str(out)])
+    assert r.exit_code == 2 and "--from-scratch" in r.output

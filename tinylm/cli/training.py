@@ -234,7 +234,12 @@ def baseline_cmd(
 
 
 def bench_cmd(
-    pre: Path = typer.Argument(..., help="Pretraining run directory."),
+    pre: Optional[Path] = typer.Argument(None, help="Pretraining run directory; omit with --from-scratch."),
+    from_scratch: bool = typer.Option(False, help="No pretraining: train --model from scratch on each task "
+                                      "(needs --out)."),
+    model: str = typer.Option("embbert", help="Model config for --from-scratch."),
+    patience: int = typer.Option(3, help="Stop a task after this many epochs without a better "
+                                 "validation score (0: never)."),
     suite: str = typer.Option("tinynlp", help="tinynlp or glue."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated subset of the suite's tasks."),
     out: Optional[Path] = typer.Option(None, help="Where the finetuned runs go (default <pre>/bench-<suite>)."),
@@ -253,12 +258,15 @@ def bench_cmd(
     """Finetune and evaluate every task of a suite; prints (and writes) a markdown table."""
     from tinylm.train.bench import bench
     from tinynlp_data import DataError
+    if (pre is None) != from_scratch:
+        _fail("give a pretraining run directory or --from-scratch (one of them)")
     try:
         res = bench(pre, suite, out, tasks=tasks.split(",") if tasks else None, epochs=epochs,
                     max_len=max_len, lr=lr, seed=seed, max_train=max_train, minutes=minutes,
                     data_dir=data_dir, log=lambda s: typer.echo(s, err=True), reuse=reuse,
                     task_max_len={k: int(v) for k, v in (kv.split("=") for kv in task_max_len.split(","))}
-                    if task_max_len else None, baseline=baseline)
+                    if task_max_len else None, baseline=baseline, patience=patience or None,
+                    model=model if from_scratch else None)
     except (DataError, KeyError, ValueError) as e:
         _fail(str(e).strip("'\""))
     typer.echo(res["table"])

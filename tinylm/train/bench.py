@@ -20,11 +20,15 @@ AUTHORS_TINYNLP_AVG = 87.19
 def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, max_len: int = 128,
           lr: float = 5e-4, seed: int = 0, max_train=None, minutes=None, data_dir=None,
           log: Callable[[str], None] = print, reuse: bool = False,
-          task_max_len: dict | None = None, baseline: bool = False) -> dict:
+          task_max_len: dict | None = None, baseline: bool = False, patience: int | None = 3,
+          model: str | None = None) -> dict:
     """Finetunes every task of a suite (or `tasks`), returns rows and a markdown table.
 
     With `baseline`, each row also gets the TF-IDF + logistic-regression validation score
     (tinylm.train.baseline), the bar the model must clear; it is cached in OUT/<task>/baseline.json.
+    pre=None trains `model` (default embbert) from scratch on each task; `patience` stops a task
+    after that many epochs without a better validation score (None: run all `epochs`), 3 as
+    finetune's default.
     Off by default here because it refits a linear model per task (seconds to a minute each);
     `tinylm bench` turns it on."""
     from tinynlp_data import GLUE, TINYNLP, get_task
@@ -36,6 +40,8 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
         if get_task(t).suite != suite:
             raise ValueError(f"task {t!r} is not in suite {suite}")
     names = [n for n in names if not tasks or n in tasks]
+    if pre is None and out is None:
+        raise ValueError("from scratch (no pretraining run) the bench needs --out")
     out = Path(out) if out else Path(pre) / f"bench-{suite}"
     rows = []
     for name in names:
@@ -49,9 +55,10 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
             continue
         ml = (task_max_len or {}).get(name, max_len)
         cfg = FinetuneConfig(epochs=epochs, lr=lr, max_len=ml, seed=seed, max_train=max_train,
-                             max_minutes=minutes)
-        log(f"[bench] {name}: finetuning ...")
-        r = finetune(pre, name, out / name, cfg, data_dir=data_dir) | {"max_len": ml}
+                             max_minutes=minutes, patience=patience)
+        log(f"[bench] {name}: {'training from scratch' if pre is None else 'finetuning'} ...")
+        r = finetune(pre, name, out / name, cfg, data_dir=data_dir,
+                     model=(model or "embbert") if pre is None else None) | {"max_len": ml}
         log(f"[bench] {name}: validation {r['metric']} {r['score']:.4f} in {r['wall_s']:.0f} s")
         rows.append(r)
         (out / "results.json").write_text(json.dumps(rows, indent=1))
