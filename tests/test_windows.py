@@ -175,3 +175,34 @@ def test_cli_window_options_are_checked(tmp_path):
     assert r.exit_code != 0 and "stride 70 must be in 1..62" in r.output
     r = CliRunner().invoke(app, ["eval", model, "--task", "emotion", "--windows", "31", "--max-input", "10"])
     assert r.exit_code != 0 and "below the model's L = 64" in r.output
+
+
+def test_finetune_with_windows_validates_as_eval_scores(tmp_path):
+    """finetune --windows: training sees random windows of long texts; its validation score is
+    what `tinylm eval RUN --windows` gives (the same summed windows), and shorter truncation
+    would see only the start."""
+    import dataclasses
+    import json
+    from typer.testing import CliRunner
+    from conftest import toy_bundle, toy_examples
+    from tinylm.cli import app
+    # the label words sit at the end of a long text: only windows reach them
+    long = lambda e: dataclasses.replace(e, text=" ".join(["the"] * 40) + " " + e.text)
+    train = [long(e) for e in toy_examples(64, 0)]
+    val = [long(e) for e in toy_examples(24, 1)]
+    data = toy_bundle(tmp_path, "limit", train, val)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["finetune", "--from-scratch", "--model", "embbert-nano", "--task", "limit",
+                                 "--out", str(out), "--max-len", "16", "--windows", "7", "--max-input", "64",
+                                 "--epochs", "2", "--patience", "0", "--lr", "3e-3", "--data-dir", str(data)])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["finetune"]["window_stride"] == 7 and meta["finetune"]["max_input"] == 64
+    res = tmp_path / "e.json"
+    r = CliRunner().invoke(app, ["eval", str(out), "--task", "limit", "--data-dir", str(data), "--windows", "7",
+                                 "--max-input", "64", "--json", str(res)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(res.read_text())["score"] == pytest.approx(meta["validation_score"])
+    r = CliRunner().invoke(app, ["finetune", "--from-scratch", "--task", "limit", "--out", str(tmp_path / "x"),
+                                 "--windows", "7", "--data-dir", str(data)])
+    assert r.exit_code == 2 and "go together" in r.output

@@ -145,6 +145,12 @@ def finetune_cmd(
     time_budget: Optional[float] = typer.Option(None, help="Minutes: write a checkpoint and stop; "
                                                 "continue later with --resume."),
     resume: bool = typer.Option(False, help="Continue OUT from its checkpoint (exactly)."),
+    windows: Optional[int] = typer.Option(None, "--windows", metavar="STRIDE",
+                                          help="Texts longer than --max-len (up to --max-input tokens) as "
+                                          "windows STRIDE apart: each epoch trains on a random window of "
+                                          "each, validation sums all windows' logits (as `tinylm build "
+                                          "--windows` runs them)."),
+    max_input: Optional[int] = typer.Option(None, "--max-input", help="With --windows: the longest input in tokens."),
     log_every: int = typer.Option(50, help="A progress line every N steps (and one per epoch)."),
     data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -168,7 +174,9 @@ def finetune_cmd(
                          max_len=max_len, seed=seed, max_train=max_train, max_minutes=minutes,
                          patience=patience or None, time_budget=time_budget, log_every=log_every,
                          kd_weight=kd_weight if distil else 0.0, hidden_weight=hidden_weight if distil else 0.0,
-                         temperature=temperature)
+                         temperature=temperature, window_stride=windows, max_input=max_input)
+    if (windows is None) != (max_input is None):
+        _fail("--windows and --max-input go together (a stride and the longest input)")
     try:
         with progress() as prog:
             bar = prog.add_task(task, total=None, info="")

@@ -52,12 +52,17 @@ class FinetuneConfig:
     kd_weight: float = 0.0
     hidden_weight: float = 0.0
     temperature: float = 1.0
+    # inputs longer than max_len (up to max_input tokens) as windows window_stride apart
+    # (tinylm/graph/windows.py): each epoch trains on one window of each, drawn at random, and
+    # validation sums the logits of all windows, as a build made with --windows does
+    window_stride: int | None = None
+    max_input: int | None = None
 
 
 # What a resumed run must share with the run that wrote the checkpoint (the rest -- epochs,
 # patience, budgets, logging -- may change between sessions).
 _RESUME_KEYS = ("batch_size", "lr", "warmup", "weight_decay", "max_len", "seed", "max_train",
-                "kd_weight", "hidden_weight", "temperature")
+                "kd_weight", "hidden_weight", "temperature", "window_stride", "max_input")
 
 
 def load_pretrained(pre: str | Path):
@@ -101,6 +106,28 @@ def predict_logits(apply_fn, params, ids, batch_size, max_len, num_out):
     for idx, x in _batches(ids, order, batch_size, max_len):
         out[idx] = np.asarray(apply_fn(params, x))[:len(idx)]
     return out
+
+
+def random_windows(ids: list[list[int]], L: int, stride: int, rng) -> list[list[int]]:
+    """One window of each input longer than L, drawn at random: over the epochs training sees
+    every part of a long text, in the windows the device will run."""
+    from tinylm.graph import windows
+    out = []
+    for x in ids:
+        ws = windows.windows(x, L, stride)
+        out.append(ws[int(rng.integers(len(ws)))] if len(ws) > 1 else x)
+    return out
+
+
+def predict_windowed(apply_fn, params, ids, L: int, stride: int | None, num_out: int) -> np.ndarray:
+    """Float logits [N, C], summed over the windows of each input (stride None: no windows)."""
+    if not stride:
+        return predict_logits(apply_fn, params, ids, 64, L, num_out)
+    from tinylm.graph import windows
+    parts = [windows.windows(x, L, stride) for x in ids]
+    flat = predict_logits(apply_fn, params, [w for p in parts for w in p], 64, L, num_out)
+    ends = np.cumsum([len(p) for p in parts])
+    return np.stack([flat[e - len(p):e].sum(0) for p, e in zip(parts, ends)])
 
 
 def score(task, logits, gold) -> float:
@@ -188,7 +215,17 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
         pick = np.random.default_rng(cfg.seed).permutation(len(train))[:cfg.max_train]
         train = [train[i] for i in sorted(pick)]
     t0 = time.time()
-    tr_ids, va_ids = encode_examples(tok, train, cfg.max_len), encode_examples(tok, val, cfg.max_len)
+    input_len = cfg.max_len
+    if cfg.window_stride:
+        from tinylm.graph.windows import WindowError, check
+        if task.type == "pair":
+            raise FinetuneError(f"{task.name} is a sentence-pair task: windows are for single long texts")
+        try:
+            check(cfg.max_len, cfg.window_stride, cfg.max_input or 0)
+        except WindowError as e:
+            raise FinetuneError(str(e)) from None
+        input_len = cfg.max_input
+    tr_ids, va_ids = encode_examples(tok, train, input_len), encode_examples(tok, val, input_len)
     regression = task.problem == "regression"
     tr_y = np.asarray([e.label for e in train], np.float32 if regression else np.int32)
     va_y = [e.label for e in val]
@@ -201,7 +238,8 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
         params = jax.tree_util.tree_map(jnp.asarray, _merge(params, start))
     if config.get("binary") and not resume:
         from tinylm.models.binary import init_alphas
-        x = next(_batches(tr_ids, np.arange(min(256, len(tr_ids))), 256, cfg.max_len))[1]
+        first = [w[:cfg.max_len - 1] + w[-1:] if len(w) > cfg.max_len else w for w in tr_ids[:256]]
+        x = next(_batches(first, np.arange(len(first)), 256, cfg.max_len))[1]
         params = init_alphas(lambda p, x: net.apply({"params": p}, x, mutable=["intermediates"]), params, x)
     distill = distiller(teacher, config, cfg, n_out) if teacher is not None else None
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
@@ -292,7 +330,9 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
                 break
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(tr_ids))
             ep_t0, ep_tok, cut = time.time(), 0, False
-            batches = _batches(tr_ids, order, cfg.batch_size, cfg.max_len)
+            ep_ids = (random_windows(tr_ids, cfg.max_len, cfg.window_stride, np.random.default_rng([cfg.seed, epoch, 1]))
+                      if cfg.window_stride else tr_ids)
+            batches = _batches(ep_ids, order, cfg.batch_size, cfg.max_len)
             for i, (idx, x) in enumerate(batches):
                 if i < pos:                                   # resumed inside this epoch
                     continue
@@ -318,7 +358,7 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
                 if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
                     cut = True
                     break
-            s = score(task, predict_logits(apply_fn, params, va_ids, 64, cfg.max_len, n_out), va_y)
+            s = score(task, predict_windowed(apply_fn, params, va_ids, cfg.max_len, cfg.window_stride, n_out), va_y)
             epoch, pos = epoch + 1, 0
             history.append(dict(epoch=epoch, train_loss=float(np.mean(losses)) if losses else None,
                                 val=s, elapsed_s=round(wall_before + time.time() - t0, 1)))
