@@ -132,6 +132,8 @@ def test_bundled_model_with_windows_is_bit_exact_in_qemu(tmp_path):
                                  "--out", str(out), "--windows", "31", "--max-input", "200"])
     assert r.exit_code == 0, r.output
     assert json.loads((out / "build.json").read_text())["windows"] == {"stride": 31, "max_input": 200}
+    from tinylm.harness.evaluate import DeviceEngine
+    assert DeviceEngine(out, timeout=30.0).timeout == 30.0 * 6     # 200 ids: 6 windows in one infer
     # long texts: emotion sentences joined, so most need 2-4 windows
     from tinynlp_data import load_split
     val = load_split("emotion", "validation") if _has_data() else None

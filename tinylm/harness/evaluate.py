@@ -117,6 +117,9 @@ class DeviceEngine(Engine):
         super().__init__("device", build_dir, self.graph.max_len,
                          load_tokenizer(self.graph.meta["tokenizer"]), self.graph.label_names,
                          {"board": self.board["name"]}, meta.get("windows"))
+        if self.windows:   # the longest input is that many inferences in one `infer`
+            from tinylm.graph.windows import spans
+            self.timeout = timeout * len(spans(self.windows["max_input"], self.max_len, self.windows["stride"]))
 
     def start(self):
         from tinylm.harness.device import Device, DeviceError, DeviceTimeout, DeviceUnreachable
