@@ -31,7 +31,7 @@ def done(path: Path) -> dict | None:
     return None
 
 
-def run_task(task: str, run_dir: Path, board: str, sample: int | None) -> dict:
+def run_task(task: str, run_dir: Path, board: str, sample: int | None, device_sample: int | None = None) -> dict:
     bdir = REPO / "build" / f"eq-{task}"
     bdir.mkdir(parents=True, exist_ok=True)
     onnx_path = REPO / "models" / f"embbert-q-{task}.onnx"
@@ -43,11 +43,14 @@ def run_task(task: str, run_dir: Path, board: str, sample: int | None) -> dict:
            "max_len": mem["max_len"], "onnx_bytes": onnx_path.stat().st_size, "sampled": bool(sample)}
     for engine, target in (("float", run_dir), ("reference", onnx_path), ("device", bdir)):
         out = bdir / f"eval-{engine}.json"
-        res = done(out) or evaluate(target, task, json_out=out, resume=True, **kw)
+        ekw = {"sample": device_sample} if engine == "device" and device_sample and not sample else kw
+        res = done(out) or evaluate(target, task, json_out=out, resume=True, **ekw)
         row[engine] = res["score"]
         row[f"{engine}_examples"] = res["examples"]
         if engine == "device":
             row["mismatches"] = res["mismatches"]
+            row["sampled"] = row["sampled"] or bool(ekw.get("sample"))
+            row["metric"] = res["metric"]
             row["instructions_mean"] = res.get("instructions_mean")
     return row
 
@@ -55,34 +58,45 @@ def run_task(task: str, run_dir: Path, board: str, sample: int | None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, required=True, help="directory holding one float run per task")
-    ap.add_argument("--tasks", default="imdb,ag_news,cyberbullying,limit,emotion,nlu,snips")
+    ap.add_argument("--suite", default="tinynlp", choices=["tinynlp", "glue"])
+    ap.add_argument("--tasks", default=None, help="default: the suite's tasks")
+    ap.add_argument("--device-sample", type=int, default=None,
+                    help="evaluate the device on a seeded sample of N (float and reference on all)")
     ap.add_argument("--board", default="qemu-m4")
     ap.add_argument("--imdb-sample", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=REPO / "build" / "embbert_q_suite.json")
     a = ap.parse_args()
     rows = []
-    for task in a.tasks.split(","):
+    from tinynlp_data import GLUE
+    tasks = a.tasks.split(",") if a.tasks else list(GLUE if a.suite == "glue" else
+                                                      ["imdb", "ag_news", "cyberbullying", "limit", "emotion", "nlu", "snips"])
+    for task in tasks:
         run_dir = a.runs / task
         if not (run_dir / "run.json").is_file():
             print(f"skip {task}: no run at {run_dir}", file=sys.stderr)
             continue
-        rows.append(run_task(task, run_dir, a.board, a.imdb_sample if task == "imdb" else None))
+        rows.append(run_task(task, run_dir, a.board, a.imdb_sample if task == "imdb" else None, a.device_sample))
         a.out.write_text(json.dumps(rows, indent=2))
-    print_table(rows)
+    print_table(rows, a.suite)
 
 
-def print_table(rows: list[dict]) -> None:
-    print("| task | float | int8 reference | device | examples | mismatches | flash (B) | RAM (B) | max_len "
+def print_table(rows: list[dict], a_suite: str = "tinynlp") -> None:
+    print("| task | metric | float | int8 reference | device | examples | mismatches | flash (B) | RAM (B) | max_len "
           "| instructions per inference (mean) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['task']} | {100 * r['float']:.2f} | {100 * r['reference']:.2f} | {100 * r['device']:.2f} "
+        print(f"| {r['task']} | {r.get('metric', 'accuracy')} | {100 * r['float']:.2f} | {100 * r['reference']:.2f} | {100 * r['device']:.2f} "
               f"| {r['device_examples']:,}{' (sample)' if r['sampled'] else ''} | {r['mismatches']} "
               f"| {r['flash_bytes']:,} | {r['ram_bytes']:,} | {r['max_len']} | {r['instructions_mean']:,.0f} |")
     if rows:
         avg = {e: 100 * sum(r[e] for r in rows) / len(rows) for e in ("float", "reference", "device")}
-        print(f"| **average ({len(rows)})** | **{avg['float']:.2f}** | **{avg['reference']:.2f}** "
+        print(f"| **average ({len(rows)})** | | **{avg['float']:.2f}** | **{avg['reference']:.2f}** "
               f"| **{avg['device']:.2f}** | | **{sum(r['mismatches'] for r in rows)}** | | | | |")
+        if a_suite == "glue":
+            from tinynlp_data.metrics import glue_average
+            g = {e: 100 * glue_average({r["task"]: r[e] for r in rows}) for e in ("float", "reference")}
+            print(f"GLUE average over {len(rows)} tasks (each its metric, WNLI as accuracy): "
+                  f"float {g['float']:.2f}, int8 reference {g['reference']:.2f}")
         gap = max(abs(r["float"] - r["reference"]) for r in rows)
         print(f"largest |float - int8| gap: {100 * gap:.2f} points")
 
