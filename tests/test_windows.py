@@ -208,3 +208,6 @@ def test_finetune_with_windows_validates_as_eval_scores(tmp_path):
     r = CliRunner().invoke(app, ["finetune", "--from-scratch", "--task", "limit", "--out", str(tmp_path / "x"),
                                  "--windows", "7", "--data-dir", str(data)])
     assert r.exit_code == 2 and "go together" in r.output
+    r = CliRunner().invoke(app, ["finetune", "--from-scratch", "--task", "limit", "--out", str(tmp_path / "y"),
+                                 "--max-len", "16", "--windows", "20", "--max-input", "64", "--data-dir", str(data)])
+    assert r.exit_code == 2 and "stride 20 must be in 1..14" in r.output

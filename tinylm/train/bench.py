@@ -26,11 +26,12 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
 
     With `baseline`, each row also gets the TF-IDF + logistic-regression validation score
     (tinylm.train.baseline), the bar the model must clear; it is cached in OUT/<task>/baseline.json.
-    pre=None trains `model` (default embbert) from scratch on each task; `patience` stops a task
-    after that many epochs without a better validation score (None: run all `epochs`), 3 as
-    finetune's default.
     Off by default here because it refits a linear model per task (seconds to a minute each);
-    `tinylm bench` turns it on."""
+    `tinylm bench` turns it on.
+
+    pre=None trains `model` (default embbert) from scratch on each task; `patience` stops a task
+    after that many epochs without a better validation score (None: run all `epochs`; 3 as in
+    finetune)."""
     from tinynlp_data import GLUE, TINYNLP, get_task
     from tinynlp_data.metrics import glue_average
     names = {"tinynlp": TINYNLP, "glue": GLUE}.get(suite)

@@ -237,8 +237,10 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
     if start is not None:
         params = jax.tree_util.tree_map(jnp.asarray, _merge(params, start))
     if config.get("binary") and not resume:
+        from tinylm.graph import windows
         from tinylm.models.binary import init_alphas
-        first = [w[:cfg.max_len - 1] + w[-1:] if len(w) > cfg.max_len else w for w in tr_ids[:256]]
+        first = [windows.windows(w, cfg.max_len, cfg.window_stride)[0] for w in tr_ids[:256]] \
+            if cfg.window_stride else tr_ids[:256]
         x = next(_batches(first, np.arange(len(first)), 256, cfg.max_len))[1]
         params = init_alphas(lambda p, x: net.apply({"params": p}, x, mutable=["intermediates"]), params, x)
     distill = distiller(teacher, config, cfg, n_out) if teacher is not None else None
