@@ -43,3 +43,25 @@ def test_train_small_tokenizer():
     lines = ["the quick brown fox jumps over the lazy dog"] * 50 + ["hello world again"] * 50
     t = train_tokenizer(lines, vocab_size=60)
     assert t.token_to_id("[SEP]") == SEP and t.get_vocab_size() <= 60
+
+
+def test_tokenizer_from_a_tasks_training_texts(tmp_path):
+    """`tokenizer --task-text T`: a per-task BPE from T's training texts only (a word seen only in
+    validation is not learnt); an unknown task is a one-line error, not a traceback."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+    from conftest import toy_bundle, toy_examples
+    from tinylm.cli import app
+    from tinylm.tokenizer import load_tokenizer
+    train, val = toy_examples(40, 0), toy_examples(8, 1)
+    val = [dataclasses.replace(e, text="zebraquokka zebraquokka") for e in val]
+    data = toy_bundle(tmp_path, "limit", train, val)
+    out = tmp_path / "tok.json"
+    r = CliRunner().invoke(app, ["tokenizer", "--task-text", "limit", "--vocab", "200", "--out", str(out),
+                                 "--data-dir", str(data)])
+    assert r.exit_code == 0, r.output
+    tok = load_tokenizer(out)
+    assert tok.token_to_id("awful") is not None and tok.token_to_id("zebraquokka") is None
+    r = CliRunner().invoke(app, ["tokenizer", "--task-text", "nosuch", "--out", str(out), "--data-dir", str(data)])
+    assert r.exit_code == 2 and "unknown task 'nosuch'" in r.output and "Traceback" not in r.output

@@ -28,6 +28,17 @@ def corpus_lines(paths: Iterable[str | Path]) -> Iterator[str]:
                         yield line
 
 
+def task_texts(tasks, data_dir=None) -> list[str]:
+    """The training-split texts of `tasks` (both sides of a pair), one line each: the corpus of
+    task-adaptive pretraining (TAPT, Gururangan et al. 2020). Labels are not read."""
+    from tinynlp_data import load_split
+    lines = []
+    for t in tasks:
+        for ex in load_split(t, "train", data_dir):
+            lines += [x for x in (ex.text, ex.text_b) if x and x.strip()]
+    return lines
+
+
 def new_tokenizer() -> Tokenizer:
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.normalizer = normalizers.Sequence(

@@ -32,17 +32,26 @@ def tokenizer_cmd(
                                       "default: <data dir>/corpus"),
     vocab: int = typer.Option(8192, help="Vocabulary size (specials [PAD] [UNK] [CLS] [MASK] [SEP] = 0..4)."),
     out: Path = typer.Option(..., help="Where to write the tokenizer JSON."),
+    task_text: List[str] = typer.Option(None, help="Train on the training texts of this task instead of "
+                                        "a corpus (a per-task tokenizer, as the EmbBERT authors' "
+                                        "from-scratch models; repeat for several)."),
     data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
 ):
-    """Train the BPE tokenizer (lower-cased, accents stripped, whitespace pre-tokenizer)."""
-    from tinylm.tokenizer import corpus_lines, train_tokenizer
+    """Train the BPE tokenizer (lower-cased, accents stripped, whitespace pre-tokenizer).
+
+    A model trained with it (`finetune --from-scratch --tokenizer OUT`) carries it in its run
+    directory and its ONNX graph, so build and eval need nothing more."""
+    from tinylm.tokenizer import corpus_lines, task_texts, train_tokenizer
     from tinynlp_data import DataError, find_data_dir
+    if task_text and corpus:
+        _fail("give --corpus or --task-text, not both")
     try:
-        paths = corpus or [find_data_dir(data_dir) / "corpus"]
-    except DataError as e:
-        _fail(str(e))
+        lines = (task_texts(task_text, data_dir) if task_text
+                 else corpus_lines(corpus or [find_data_dir(data_dir) / "corpus"]))
+    except (DataError, KeyError) as e:
+        _fail(str(e).strip('"'))
     t0 = time.time()
-    tok = train_tokenizer(corpus_lines(paths), vocab)
+    tok = train_tokenizer(lines, vocab)
     out.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(out))
     typer.echo(f"{out}: {tok.get_vocab_size()} tokens in {time.time() - t0:.1f} s")
@@ -84,7 +93,7 @@ def pretrain_cmd(
             _fail("give --corpus or --task-text, not both")
         texts = None
         if task_text:
-            from tinylm.train.pretrain import task_texts
+            from tinylm.tokenizer import task_texts
             texts, paths = task_texts(task_text, data_dir), None
         else:
             paths = corpus or [find_data_dir(data_dir) / "corpus"]
@@ -127,7 +136,9 @@ def finetune_cmd(
     binary_embedding: bool = typer.Option(False, help="Also binarize the token embedding (r bits a "
                                           "token, W_te binary): 1/4 of the int8 table's flash."),
     teacher: Optional[Path] = typer.Option(None, help="Float run of the same architecture to distil "
-                                           "from (soft logits and hidden states)."),
+                                           "from (soft logits and hidden states), or `tfidf`: the "
+                                           "bag-of-words baseline's out-of-fold probabilities on the "
+                                           "training split (soft logits only; needs tinylm[baseline])."),
     kd_weight: float = typer.Option(1.0, help="With --teacher: weight of the soft-logit KL term."),
     hidden_weight: float = typer.Option(1.0, help="With --teacher: weight of the hidden-state MSE term."),
     temperature: float = typer.Option(1.0, help="With --teacher: softmax temperature of the KL term."),
@@ -169,7 +180,10 @@ def finetune_cmd(
         _fail("--from-scratch takes no pretraining directory")
     if init_from is not None and (pre is not None or from_scratch):
         _fail("--init-from replaces the pretraining directory and --from-scratch: give one of them")
+    from tinylm.train.distill import is_bag_of_words
     distil = teacher is not None
+    if is_bag_of_words(teacher):
+        hidden_weight = 0.0                      # a linear model has no hidden states to match
     cfg = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          max_len=max_len, seed=seed, max_train=max_train, max_minutes=minutes,
                          patience=patience or None, time_budget=time_budget, log_every=log_every,

@@ -150,6 +150,32 @@ def fit_variant(task, train, val, kind: str, hashed_ngrams=NGRAMS) -> dict:
     return rec
 
 
+def out_of_fold_log_proba(task, train, folds: int = 5) -> np.ndarray:
+    """[len(train), classes] log-probabilities of the TF-IDF + LR model on each training example,
+    each from the model fit on the other folds (seeded): soft targets for distilling the bag of
+    words into a transformer (`finetune --teacher tfidf`). In-sample probabilities would be
+    useless as targets -- the linear model fits its training set almost perfectly."""
+    from threadpoolctl import threadpool_limits
+    if task.problem == "regression":
+        raise ValueError(f"{task.name} is a regression task: the bag-of-words teacher gives class probabilities")
+    _sklearn()
+    y = np.array([e.label for e in train], np.int64)
+    out = np.zeros((len(train), task.num_labels), np.float32)
+    order = np.random.default_rng(SEED).permutation(len(train))
+    with threadpool_limits(1):
+        C = fit_variant(task, train, train[:1], "tfidf")["C"]     # C from the train holdout only
+        for k in range(folds):
+            hold = np.sort(order[k::folds])
+            rest = np.setdiff1d(order, hold)
+            feats = _Features("tfidf", task.type == "pair")
+            m = _model(task, C).fit(feats([train[i] for i in rest], fit=True), y[rest])
+            lp = m.predict_log_proba(feats([train[i] for i in hold]))
+            out[np.ix_(hold, m.classes_)] = lp
+            missing = np.setdiff1d(np.arange(task.num_labels), m.classes_)
+            out[np.ix_(hold, missing)] = -30.0               # a class absent from a fold: ~0
+    return out
+
+
 def run_task(name: str, data_dir=None, variants=VARIANTS, hashed_ngrams=NGRAMS) -> dict:
     """Both variants (or `variants`) on one task: {task, metric, n_train, n_val, <variant>: record}."""
     from tinynlp_data import get_task, load_split

@@ -4,10 +4,16 @@ ones): the per-example loss terms finetune adds to cross-entropy.
     kd_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))        soft logits
     hidden_weight * mean over layers of |h_s - h_t|^2 / mean |h_t|^2 (real tokens)   hidden states
 
+The teacher is a float run, or "tfidf": the bag-of-words baseline (tinylm/train/baseline.py),
+whose out-of-fold log-probabilities on the training split are fixed soft targets (soft logits
+only: it has no hidden states).
+
 Hidden states are the outputs of every EmbBERT layer, captured with flax's capture_intermediates
 (so the model code needs no hooks); they need a teacher of the same depth and width.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class DistillError(ValueError):
@@ -26,6 +32,46 @@ def _hidden(inter) -> list:
     return [bb[k]["__call__"][0] for k in sorted((k for k in bb if k.startswith("layer_")), key=lambda k: int(k[6:]))]
 
 
+def soft_kl(teacher_logits, logits, T: float):
+    """T^2 KL(softmax(teacher / T) || softmax(student / T)) per example."""
+    import jax
+    pt = jax.nn.softmax(teacher_logits / T, -1)
+    return T * T * (pt * (jax.nn.log_softmax(teacher_logits / T, -1) - jax.nn.log_softmax(logits / T, -1))).sum(-1)
+
+
+BAG_OF_WORDS = "tfidf"
+
+
+def is_bag_of_words(teacher) -> bool:
+    return teacher is not None and str(teacher) == BAG_OF_WORDS and not Path(str(teacher)).is_dir()
+
+
+def bag_of_words_targets(task, train, cache: Path | None = None):
+    """The "tfidf" teacher's soft targets: out-of-fold TF-IDF + LR log-probabilities per training
+    example, cached in `cache` (.npy) so a resumed run reuses exactly the same ones."""
+    import numpy as np
+    from tinylm.extras import MissingExtra
+    from tinylm.train.baseline import out_of_fold_log_proba
+    if cache is not None and cache.is_file():
+        t = np.load(cache)
+        if t.shape == (len(train), task.num_labels):
+            return t
+    try:
+        t = out_of_fold_log_proba(task, train)
+    except (ValueError, MissingExtra) as e:
+        raise DistillError(f"--teacher {BAG_OF_WORDS}: {e}") from None
+    if cache is not None:
+        np.save(cache, t)
+    return t
+
+
+def targets_distiller(cfg):
+    """The loss of a fixed-target teacher (the bag of words): soft logits only."""
+    def loss(x, logits, inter, targets):
+        return cfg.kd_weight * soft_kl(targets, logits, float(cfg.temperature))
+    return loss
+
+
 def distiller(teacher, config, cfg, n_out: int):
     """f(x, student logits, student intermediates) -> per-example distillation loss [B]; cfg is
     a FinetuneConfig (kd_weight, hidden_weight, temperature)."""
@@ -42,15 +88,13 @@ def distiller(teacher, config, cfg, n_out: int):
         raise DistillError(f"{teacher}: the teacher has {len(t.label_names)} outputs, the task {n_out}")
     t_params, t_mod, T = jax.tree_util.tree_map(jnp.asarray, t.params), t.module, float(cfg.temperature)
 
-    def loss(x, logits, inter):
+    def loss(x, logits, inter, targets):
         tl, ts = t_mod.apply({"params": t_params}, x, deterministic=True,
                              capture_intermediates=layer_outputs, mutable=["intermediates"])
         tl = jax.lax.stop_gradient(tl)
         per = jnp.zeros(x.shape[0])
         if cfg.kd_weight:
-            pt = jax.nn.softmax(tl / T, -1)
-            kl = (pt * (jax.nn.log_softmax(tl / T, -1) - jax.nn.log_softmax(logits / T, -1))).sum(-1)
-            per = per + cfg.kd_weight * T * T * kl
+            per = per + cfg.kd_weight * soft_kl(tl, logits, T)
         if cfg.hidden_weight:
             real = (x != 0)[..., None].astype(jnp.float32)
             n = jnp.maximum(real.sum(axis=(1, 2)), 1.0)

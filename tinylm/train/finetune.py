@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from tinylm.tokenizer import encode_examples, load_tokenizer
-from tinylm.train.distill import distiller, layer_outputs
+from tinylm.train.distill import bag_of_words_targets, distiller, is_bag_of_words, layer_outputs, targets_distiller
 
 class FinetuneError(ValueError):
     pass
@@ -243,7 +243,15 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
             if cfg.window_stride else tr_ids[:256]
         x = next(_batches(first, np.arange(len(first)), 256, cfg.max_len))[1]
         params = init_alphas(lambda p, x: net.apply({"params": p}, x, mutable=["intermediates"]), params, x)
-    distill = distiller(teacher, config, cfg, n_out) if teacher is not None else None
+    targets = np.zeros((len(tr_ids), 1), np.float32)          # per-example teacher targets, if any
+    if is_bag_of_words(teacher):
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:                                        # a new run recomputes its targets
+            (out / "teacher-tfidf.npy").unlink(missing_ok=True)
+        targets = bag_of_words_targets(task, train, out / "teacher-tfidf.npy")
+        distill = targets_distiller(cfg)
+    else:
+        distill = distiller(teacher, config, cfg, n_out) if teacher is not None else None
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
         optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, max(1, cfg.warmup)),
                               optax.constant_schedule(cfg.lr)], [max(1, cfg.warmup)]),
@@ -276,7 +284,7 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
     history, losses = json.loads(str(st["history"])), json.loads(str(st["losses"]))
     wall_before = float(st["wall_s"])
 
-    def loss_fn(p, x, y, w, k):
+    def loss_fn(p, x, y, w, t, k):
         logits, state = net.apply({"params": p}, x, deterministic=False, rngs={"dropout": k},
                                   capture_intermediates=layer_outputs, mutable=["intermediates"])
         if regression:
@@ -284,12 +292,12 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
         else:
             per = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         if distill is not None:
-            per = per + distill(x, logits, state["intermediates"])
+            per = per + distill(x, logits, state["intermediates"], t)
         return (per * w).sum() / jnp.maximum(w.sum(), 1.0)
 
     @jax.jit
-    def train_step(p, s, x, y, w, k):
-        loss, g = jax.value_and_grad(loss_fn)(p, x, y, w, k)
+    def train_step(p, s, x, y, w, t, k):
+        loss, g = jax.value_and_grad(loss_fn)(p, x, y, w, t, k)
         u, s = tx.update(g, s, p)
         return optax.apply_updates(p, u), s, loss
 
@@ -342,7 +350,9 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
                 y[:len(idx)] = tr_y[idx]
                 w = np.zeros((cfg.batch_size,), np.float32)
                 w[:len(idx)] = 1.0
-                params, opt_state, loss = train_step(params, opt_state, x, y, w,
+                t = np.zeros((cfg.batch_size, targets.shape[1]), np.float32)
+                t[:len(idx)] = targets[idx]
+                params, opt_state, loss = train_step(params, opt_state, x, y, w, t,
                                                      jax.random.fold_in(key, step))
                 step, pos = step + 1, pos + 1
                 ep_tok += int((x != 0).sum())

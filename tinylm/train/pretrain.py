@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from tinylm.tokenizer import CLS, MASK, PAD, SEP, corpus_lines, load_tokenizer
+from tinylm.tokenizer import CLS, MASK, PAD, SEP, corpus_lines, load_tokenizer, task_texts  # noqa: F401 (task_texts: re-exported)
 
 N_SPECIAL = 5
 
@@ -49,17 +49,6 @@ class PretrainError(ValueError):
 
 
 # ---------------------------------------------------------------- data
-
-def task_texts(tasks, data_dir=None) -> list[str]:
-    """The training-split texts of `tasks` (both sides of a pair), one line each: the corpus of
-    task-adaptive pretraining (TAPT, Gururangan et al. 2020). Labels are not read."""
-    from tinynlp_data import load_split
-    lines = []
-    for t in tasks:
-        for ex in load_split(t, "train", data_dir):
-            lines += [x for x in (ex.text, ex.text_b) if x and x.strip()]
-    return lines
-
 
 def encode_corpus(tok, paths, cache: Path | None = None, max_lines: int | None = None,
                   lines: list[str] | None = None) -> np.ndarray:
