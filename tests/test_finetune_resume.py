@@ -110,3 +110,21 @@ def test_cli_from_scratch_resume_and_stderr_lines(tmp_path):
     assert "(epoch " in r.output and " of 2, stop: epochs" in r.output
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["epochs_run"] == 2 and meta["config"]["init"] == "delta"
+
+
+def test_from_scratch_takes_the_token_table_size_from_its_tokenizer(tmp_path):
+    """A per-task tokenizer of fewer tokens than the config's vocab_size: the fresh model's token
+    table has the tokenizer's size (run.json and the saved parameters say so)."""
+    from tinylm.tokenizer import train_tokenizer
+    tok = train_tokenizer([e.text for e in TRAIN], 60)
+    path = tmp_path / "tok.json"
+    tok.save(str(path))
+    out = tmp_path / "small-vocab"
+    cfg = FinetuneConfig(epochs=1, lr=5e-3, warmup=1, max_len=16, batch_size=16, patience=None)
+    finetune(None, "limit", out, cfg, model=TINY, train_examples=TRAIN, val_examples=VAL, tokenizer=path)
+    meta = json.loads((out / "run.json").read_text())
+    n = tok.get_vocab_size()
+    assert n < TINY["vocab_size"] and meta["config"]["vocab_size"] == n
+    params = serialization.msgpack_restore((out / "params.msgpack").read_bytes())
+    shapes = [np.shape(v) for v in __import__("jax").tree_util.tree_leaves(params)]
+    assert any(s[0] == n for s in shapes if len(s) == 2)

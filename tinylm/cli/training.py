@@ -128,7 +128,9 @@ def finetune_cmd(
     init: Optional[str] = typer.Option(None, help="Override the config's init for --from-scratch: "
                                        "delta (the configs' default) or flax (the old one)."),
     tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer for --from-scratch (default "
-                                             "models/tokenizer-<vocab>.json)."),
+                                             "models/tokenizer-<vocab>.json); the model's token table "
+                                             "takes its size (e.g. a per-task `tinylm tokenizer "
+                                             "--task-text`)."),
     init_from: Optional[Path] = typer.Option(None, help="Start from this float run's weights, config "
                                              "and tokenizer (e.g. a binary model from its float one)."),
     binary: bool = typer.Option(False, help="BiPFT-style binary model: 1-bit Wq, Wo, Wc and their "

@@ -166,9 +166,9 @@ def _start(pre, out: Path, cfg: FinetuneConfig, resume: bool, model, tokenizer, 
         from tinylm.train.pretrain import _default_tokenizer
         config = get_config(model or "embbert")
         tok = load_tokenizer(tokenizer or _default_tokenizer(config["vocab_size"]))
-        if tok.get_vocab_size() != config["vocab_size"]:
-            raise FinetuneError(f"tokenizer of {tok.get_vocab_size()} tokens, the config expects "
-                                f"{config['vocab_size']}")
+        # a fresh model takes its token table from the tokenizer it is given: a per-task tokenizer
+        # (`tinylm tokenizer --task-text`) of fewer tokens makes the table, and the flash, smaller
+        config = dict(config, vocab_size=tok.get_vocab_size())
         return dict(config, **(overrides or {})), tok, None, dict(source=None)
     config, tok, backbone, pre_meta = load_pretrained(pre)
     return dict(config, **(overrides or {})), tok, {"backbone": backbone}, dict(source=str(pre), tokens=pre_meta.get("tokens"))
