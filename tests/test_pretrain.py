@@ -195,3 +195,26 @@ def test_bench_from_scratch_trains_each_task_without_a_backbone(tmp_path):
     assert "| limit | accuracy |" in (out / "table.md").read_text()
     r = CliRunner().invoke(app, ["bench", "--tasks", "limit", "--out", str(out)])
     assert r.exit_code == 2 and "--from-scratch" in r.output
+
+
+def test_bench_with_task_tokenizers_and_the_bag_of_words_teacher(tmp_path):
+    """`bench --from-scratch --task-tokenizer --teacher tfidf`: each task gets a BPE of its own
+    training texts (the model's token table its size) and the bag-of-words teacher; another
+    teacher is a one-line error."""
+    pytest.importorskip("sklearn")
+    from typer.testing import CliRunner
+    from conftest import toy_bundle
+    from tinylm.cli import app
+    data = toy_bundle(tmp_path, "limit", toy_examples(48, 0), toy_examples(16, 1))
+    out = tmp_path / "bench"
+    args = ["bench", "--from-scratch", "--model", "embbert-nano", "--tasks", "limit", "--epochs", "1",
+            "--max-len", "16", "--no-baseline", "--out", str(out), "--data-dir", str(data)]
+    r = CliRunner().invoke(app, args + ["--task-tokenizer", "--teacher", "tfidf"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "limit" / "run.json").read_text())
+    from tinylm.tokenizer import load_tokenizer
+    n = load_tokenizer(out / "tokenizers" / "limit.json").get_vocab_size()
+    assert meta["teacher"] == "tfidf" and meta["config"]["vocab_size"] == n < 8192
+    assert (out / "limit" / "teacher-tfidf.npy").is_file()
+    r = CliRunner().invoke(app, args + ["--teacher", "models/embbert-nlu-scratch"])
+    assert r.exit_code == 2 and "bag of words only" in r.output

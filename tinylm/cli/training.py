@@ -278,6 +278,10 @@ def bench_cmd(
     reuse: bool = typer.Option(False, help="Reuse tasks already finetuned in OUT/<task> (run.json present)."),
     task_max_len: Optional[str] = typer.Option(None, help="Per-task max_len overrides, e.g. imdb=256,emotion=64."),
     baseline: bool = typer.Option(True, help="Add the TF-IDF + LR validation score per task (needs tinylm[baseline])."),
+    teacher: Optional[str] = typer.Option(None, help="`tfidf`: distil each classification task from the "
+                                          "bag-of-words baseline (as `finetune --teacher tfidf`)."),
+    task_tokenizer: bool = typer.Option(False, help="With --from-scratch: train an 8,192-token BPE on each "
+                                        "task's training texts and the model on it (OUT/tokenizers/)."),
 ):
     """Finetune and evaluate every task of a suite; prints (and writes) a markdown table."""
     from tinylm.train.bench import bench
@@ -290,7 +294,8 @@ def bench_cmd(
                     data_dir=data_dir, log=lambda s: typer.echo(s, err=True), reuse=reuse,
                     task_max_len={k: int(v) for k, v in (kv.split("=") for kv in task_max_len.split(","))}
                     if task_max_len else None, baseline=baseline, patience=patience or None,
-                    model=model if from_scratch else None)
+                    model=model if from_scratch else None, teacher=teacher,
+                    task_tokenizer=8192 if task_tokenizer else None)
     except (DataError, KeyError, ValueError) as e:
         _fail(str(e).strip("'\""))
     typer.echo(res["table"])

@@ -21,7 +21,7 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
           lr: float = 5e-4, seed: int = 0, max_train=None, minutes=None, data_dir=None,
           log: Callable[[str], None] = print, reuse: bool = False,
           task_max_len: dict | None = None, baseline: bool = False, patience: int | None = 3,
-          model: str | None = None) -> dict:
+          model: str | None = None, teacher: str | None = None, task_tokenizer: int | None = None) -> dict:
     """Finetunes every task of a suite (or `tasks`), returns rows and a markdown table.
 
     With `baseline`, each row also gets the TF-IDF + logistic-regression validation score
@@ -31,7 +31,10 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
 
     pre=None trains `model` (default embbert) from scratch on each task; `patience` stops a task
     after that many epochs without a better validation score (None: run all `epochs`; 3 as in
-    finetune)."""
+    finetune). `teacher="tfidf"` distils each classification task from the bag of words
+    (`finetune --teacher tfidf`; STS-B, a regression, trains without it); `task_tokenizer` (a
+    vocabulary size, from scratch only) trains a BPE on each task's training texts first
+    (OUT/tokenizers/<task>.json) and the model on it."""
     from tinynlp_data import GLUE, TINYNLP, get_task
     from tinynlp_data.metrics import glue_average
     names = {"tinynlp": TINYNLP, "glue": GLUE}.get(suite)
@@ -43,6 +46,10 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
     names = [n for n in names if not tasks or n in tasks]
     if pre is None and out is None:
         raise ValueError("from scratch (no pretraining run) the bench needs --out")
+    if teacher is not None and teacher != "tfidf":
+        raise ValueError(f"the bench distils from the bag of words only (teacher 'tfidf'), not {teacher!r}")
+    if task_tokenizer and pre is not None:
+        raise ValueError("a per-task tokenizer needs a model from scratch (a pretrained backbone has its own)")
     out = Path(out) if out else Path(pre) / f"bench-{suite}"
     rows = []
     for name in names:
@@ -55,10 +62,18 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
             rows.append(r)
             continue
         ml = (task_max_len or {}).get(name, max_len)
+        t = teacher if teacher and get_task(name).problem != "regression" else None
         cfg = FinetuneConfig(epochs=epochs, lr=lr, max_len=ml, seed=seed, max_train=max_train,
-                             max_minutes=minutes, patience=patience)
-        log(f"[bench] {name}: {'training from scratch' if pre is None else 'finetuning'} ...")
-        r = finetune(pre, name, out / name, cfg, data_dir=data_dir,
+                             max_minutes=minutes, patience=patience, kd_weight=1.0 if t else 0.0)
+        tok = None
+        if task_tokenizer:
+            from tinylm.tokenizer import task_texts, train_tokenizer
+            tok = out / "tokenizers" / f"{name}.json"
+            tok.parent.mkdir(parents=True, exist_ok=True)
+            train_tokenizer(task_texts([name], data_dir), task_tokenizer).save(str(tok))
+        log(f"[bench] {name}: {'training from scratch' if pre is None else 'finetuning'}"
+            f"{' with its own tokenizer' if tok else ''}{' distilled from the bag of words' if t else ''} ...")
+        r = finetune(pre, name, out / name, cfg, data_dir=data_dir, tokenizer=tok, teacher=t,
                      model=(model or "embbert") if pre is None else None) | {"max_len": ml}
         log(f"[bench] {name}: validation {r['metric']} {r['score']:.4f} in {r['wall_s']:.0f} s")
         rows.append(r)
