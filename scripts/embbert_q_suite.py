@@ -3,9 +3,10 @@
 board, and evaluate float / integer reference / firmware (QEMU) on the validation split.
 
     .venv/bin/python scripts/embbert_q_suite.py --runs runs/pre/bench-tinynlp --tasks emotion,snips \
-        [--board qemu-m4] [--imdb-sample 2000] [--out docs/embbert_q_suite.json]
+        [--board qemu-m4] [--imdb-sample 2000] [--device-sample N] [--out docs/embbert_q_suite.json] \
+        [--onnx-dir models] [--build-dir build]
 
-Each stage writes its JSON under build/eq-<task>/ and is skipped when that JSON is already
+Each stage writes its JSON under BUILD_DIR/eq-<task>/ and is skipped when that JSON is already
 complete, so an interrupted suite resumes where it stopped. Prints a markdown table.
 """
 from __future__ import annotations
@@ -31,10 +32,11 @@ def done(path: Path) -> dict | None:
     return None
 
 
-def run_task(task: str, run_dir: Path, board: str, sample: int | None, device_sample: int | None = None) -> dict:
-    bdir = REPO / "build" / f"eq-{task}"
+def run_task(task: str, run_dir: Path, board: str, sample: int | None, device_sample: int | None = None,
+             onnx_dir: Path = REPO / "models", build_dir: Path = REPO / "build") -> dict:
+    bdir = build_dir / f"eq-{task}"
     bdir.mkdir(parents=True, exist_ok=True)
-    onnx_path = REPO / "models" / f"embbert-q-{task}.onnx"
+    onnx_path = onnx_dir / f"embbert-q-{task}.onnx"      # an existing file is used as it is
     if not onnx_path.is_file():
         quantize_run(run_dir, onnx_path, name=f"embbert-q-{task}")
     mem = build(onnx_path, board, bdir)
@@ -65,6 +67,9 @@ def main() -> None:
     ap.add_argument("--board", default="qemu-m4")
     ap.add_argument("--imdb-sample", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=REPO / "build" / "embbert_q_suite.json")
+    ap.add_argument("--onnx-dir", type=Path, default=REPO / "models",
+                    help="where embbert-q-<task>.onnx is written (or, if there already, read)")
+    ap.add_argument("--build-dir", type=Path, default=REPO / "build", help="builds go to BUILD_DIR/eq-<task>")
     a = ap.parse_args()
     rows = []
     from tinynlp_data import GLUE
@@ -75,7 +80,9 @@ def main() -> None:
         if not (run_dir / "run.json").is_file():
             print(f"skip {task}: no run at {run_dir}", file=sys.stderr)
             continue
-        rows.append(run_task(task, run_dir, a.board, a.imdb_sample if task == "imdb" else None, a.device_sample))
+        a.onnx_dir.mkdir(parents=True, exist_ok=True)
+        rows.append(run_task(task, run_dir, a.board, a.imdb_sample if task == "imdb" else None, a.device_sample,
+                             a.onnx_dir, a.build_dir))
         a.out.write_text(json.dumps(rows, indent=2))
     print_table(rows, a.suite)
 
