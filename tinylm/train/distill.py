@@ -88,7 +88,7 @@ def distiller(teacher, config, cfg, n_out: int):
         raise DistillError(f"{teacher}: the teacher has {len(t.label_names)} outputs, the task {n_out}")
     t_params, t_mod, T = jax.tree_util.tree_map(jnp.asarray, t.params), t.module, float(cfg.temperature)
 
-    def loss(x, logits, inter, targets):
+    def loss(x, logits, inter, targets=None):          # targets: unused (the teacher computes its own)
         tl, ts = t_mod.apply({"params": t_params}, x, deterministic=True,
                              capture_intermediates=layer_outputs, mutable=["intermediates"])
         tl = jax.lax.stop_gradient(tl)
