@@ -106,3 +106,17 @@ def distiller(teacher, config, cfg, n_out: int):
             per = per + cfg.hidden_weight * jnp.mean(jnp.stack(terms), 0)
         return per
     return loss
+
+
+def teacher_loss(teacher, config, cfg, task, train, out: Path, resume: bool):
+    """(per-example distillation loss or None, per-example targets [len(train), C or 1]) for
+    finetune: the bag of words' fixed targets (cached in OUT/teacher-tfidf.npy, recomputed by a new
+    run), a float run's loss (it computes its own targets: a dummy column), or no teacher."""
+    import numpy as np
+    if is_bag_of_words(teacher):
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (out / "teacher-tfidf.npy").unlink(missing_ok=True)
+        return targets_distiller(cfg), bag_of_words_targets(task, train, out / "teacher-tfidf.npy")
+    none = np.zeros((len(train), 1), np.float32)
+    return (distiller(teacher, config, cfg, task.num_labels) if teacher is not None else None), none

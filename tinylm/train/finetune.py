@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from tinylm.tokenizer import encode_examples, load_tokenizer
-from tinylm.train.distill import bag_of_words_targets, distiller, is_bag_of_words, layer_outputs, targets_distiller
+from tinylm.train.distill import layer_outputs, teacher_loss
 
 class FinetuneError(ValueError):
     pass
@@ -243,15 +243,7 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
             if cfg.window_stride else tr_ids[:256]
         x = next(_batches(first, np.arange(len(first)), 256, cfg.max_len))[1]
         params = init_alphas(lambda p, x: net.apply({"params": p}, x, mutable=["intermediates"]), params, x)
-    targets = np.zeros((len(tr_ids), 1), np.float32)          # per-example teacher targets, if any
-    if is_bag_of_words(teacher):
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:                                        # a new run recomputes its targets
-            (out / "teacher-tfidf.npy").unlink(missing_ok=True)
-        targets = bag_of_words_targets(task, train, out / "teacher-tfidf.npy")
-        distill = targets_distiller(cfg)
-    else:
-        distill = distiller(teacher, config, cfg, n_out) if teacher is not None else None
+    distill, targets = teacher_loss(teacher, config, cfg, task, train, out, resume)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
         optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, max(1, cfg.warmup)),
                               optax.constant_schedule(cfg.lr)], [max(1, cfg.warmup)]),
