@@ -211,3 +211,15 @@ def test_finetune_with_windows_validates_as_eval_scores(tmp_path):
     r = CliRunner().invoke(app, ["finetune", "--from-scratch", "--task", "limit", "--out", str(tmp_path / "y"),
                                  "--max-len", "16", "--windows", "20", "--max-input", "64", "--data-dir", str(data)])
     assert r.exit_code == 2 and "stride 20 must be in 1..14" in r.output
+
+
+def test_finetune_refuses_windows_on_a_sentence_pair_task(tmp_path):
+    """Windows are for single long texts: a pair task with --windows is a clear error, before
+    any training."""
+    from tinynlp_data import Example
+    from tinylm.train.finetune import FinetuneConfig, FinetuneError, finetune
+    pairs = [Example(i, "a b c", "a c d", i % 2) for i in range(8)]
+    cfg = FinetuneConfig(epochs=1, max_len=16, window_stride=7, max_input=64)
+    with pytest.raises(FinetuneError, match="sentence-pair task"):
+        finetune(None, "mrpc", tmp_path / "p", cfg, model="embbert-nano", train_examples=pairs, val_examples=pairs)
+    assert not (tmp_path / "p" / "run.json").exists()
