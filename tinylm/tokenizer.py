@@ -29,8 +29,9 @@ def corpus_lines(paths: Iterable[str | Path]) -> Iterator[str]:
 
 
 def task_texts(tasks, data_dir=None) -> list[str]:
-    """The training-split texts of `tasks` (both sides of a pair), one line each: the corpus of
-    task-adaptive pretraining (TAPT, Gururangan et al. 2020). Labels are not read."""
+    """The training-split texts of `tasks` (both sides of a pair), one line each: the corpus of a
+    per-task tokenizer (`tokenizer --task-text`) and of task-adaptive pretraining (TAPT, Gururangan
+    et al. 2020). Labels are not read."""
     from tinynlp_data import load_split
     lines = []
     for t in tasks:

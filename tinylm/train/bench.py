@@ -46,8 +46,9 @@ def bench(pre, suite: str = "tinynlp", out=None, tasks=None, epochs: int = 3, ma
     names = [n for n in names if not tasks or n in tasks]
     if pre is None and out is None:
         raise ValueError("from scratch (no pretraining run) the bench needs --out")
-    if teacher is not None and teacher != "tfidf":
-        raise ValueError(f"the bench distils from the bag of words only (teacher 'tfidf'), not {teacher!r}")
+    from tinylm.train.distill import BAG_OF_WORDS
+    if teacher is not None and teacher != BAG_OF_WORDS:
+        raise ValueError(f"the bench distils from the bag of words only (teacher {BAG_OF_WORDS!r}), not {teacher!r}")
     if task_tokenizer and pre is not None:
         raise ValueError("a per-task tokenizer needs a model from scratch (a pretrained backbone has its own)")
     out = Path(out) if out else Path(pre) / f"bench-{suite}"
