@@ -26,7 +26,7 @@ def _leaves(path):
     from jax.tree_util import tree_leaves
     st = serialization.msgpack_restore(path.read_bytes())
     if "opt_state" in st:                   # the checkpoint: its training state, not wall times
-        st = {k: st[k] for k in ("params", "opt_state", "best_params", "step", "epoch", "best")}
+        st = {k: st[k] for k in ("params", "opt_state", "best_params", "ema", "step", "epoch", "best")}
     return tree_leaves(st)
 
 
@@ -67,6 +67,36 @@ def test_resume_after_time_budget_mid_epoch_is_exact(full, tmp_path):
     assert int(state["step"]) == 1 and int(state["pos"]) == 1 and int(state["epoch"]) == 0
     res = _run(out, resume=True)
     assert res["complete"] and res["score"] == full[1]["score"]
+    _same_run(full[0], out)
+
+
+def test_ema_keeps_the_average_and_resumes_exactly(tmp_path):
+    from jax.tree_util import tree_leaves
+    one = tmp_path / "one"
+    _run(one, ema=0.9, epochs=1)
+    st = serialization.msgpack_restore((one / "ckpt.msgpack").read_bytes())
+    kept = tree_leaves(serialization.msgpack_restore((one / "params.msgpack").read_bytes()))
+    assert all(np.array_equal(a, b) for a, b in zip(kept, tree_leaves(st["ema"])))
+    assert not all(np.array_equal(a, b) for a, b in zip(kept, tree_leaves(st["params"])))
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    _run(full, ema=0.9)
+    _run(cut, ema=0.9, time_budget=0.0)
+    with pytest.raises(FinetuneError, match="ema 0.9 != 0.0"):
+        _run(cut, resume=True)                                # the average is part of the run
+    _run(cut, ema=0.9, resume=True)
+    _same_run(full, cut)
+
+
+def test_checkpoint_from_before_ema_resumes(full, tmp_path):
+    out = tmp_path / "old"
+    _run(out, epochs=1)
+    st = serialization.msgpack_restore((out / "ckpt.msgpack").read_bytes())
+    del st["ema"]
+    (out / "ckpt.msgpack").write_bytes(serialization.msgpack_serialize(st))
+    meta = json.loads((out / "run.json").read_text())
+    del meta["finetune"]["ema"]
+    (out / "run.json").write_text(json.dumps(meta))
+    _run(out, resume=True)
     _same_run(full[0], out)
 
 

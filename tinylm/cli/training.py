@@ -164,6 +164,10 @@ def finetune_cmd(
                                           "each, validation sums all windows' logits (as `tinylm build "
                                           "--windows` runs them)."),
     max_input: Optional[int] = typer.Option(None, "--max-input", help="With --windows: the longest input in tokens."),
+    ema: float = typer.Option(0.0, "--ema", metavar="DECAY",
+                              help="Validate and keep an exponential moving average of the weights "
+                              "(e.g. 0.99: Polyak averaging, steadier than the last step's weights "
+                              "on small tasks); 0: off."),
     log_every: int = typer.Option(50, help="A progress line every N steps (and one per epoch)."),
     data_dir: Optional[Path] = typer.Option(None, help="Data directory (else $TINYLM_DATA, ../shared/data)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -190,7 +194,9 @@ def finetune_cmd(
                          max_len=max_len, seed=seed, max_train=max_train, max_minutes=minutes,
                          patience=patience or None, time_budget=time_budget, log_every=log_every,
                          kd_weight=kd_weight if distil else 0.0, hidden_weight=hidden_weight if distil else 0.0,
-                         temperature=temperature, window_stride=windows, max_input=max_input)
+                         temperature=temperature, window_stride=windows, max_input=max_input, ema=ema)
+    if not 0.0 <= ema < 1.0:
+        _fail(f"--ema {ema}: a decay in [0, 1) (0: off)")
     if (windows is None) != (max_input is None):
         _fail("--windows and --max-input go together (a stride and the longest input)")
     try:

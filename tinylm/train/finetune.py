@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from tinylm.tokenizer import encode_examples, load_tokenizer
+from tinylm.train.batches import batches as _batches, predict_windowed, random_windows
 from tinylm.train.distill import layer_outputs, teacher_loss
 
 class FinetuneError(ValueError):
@@ -57,12 +58,16 @@ class FinetuneConfig:
     # validation sums the logits of all windows, as a build made with --windows does
     window_stride: int | None = None
     max_input: int | None = None
+    # an exponential moving average of the weights over the steps (Polyak averaging; decay
+    # min(ema, (1 + t) / (10 + t)) at step t, so early steps are not dominated by the init):
+    # validation, the best epoch and params.msgpack use the average. 0: off (the last weights)
+    ema: float = 0.0
 
 
 # What a resumed run must share with the run that wrote the checkpoint (the rest -- epochs,
 # patience, budgets, logging -- may change between sessions).
 _RESUME_KEYS = ("batch_size", "lr", "warmup", "weight_decay", "max_len", "seed", "max_train",
-                "kd_weight", "hidden_weight", "temperature", "window_stride", "max_input")
+                "kd_weight", "hidden_weight", "temperature", "window_stride", "max_input", "ema")
 
 
 def load_pretrained(pre: str | Path):
@@ -83,51 +88,6 @@ def load_pretrained(pre: str | Path):
         raise FinetuneError(f"{path}: missing (pretrain writes it with every checkpoint)")
     params = load_params(backbone_param_shapes(config), path.read_bytes(), str(path))
     return config, tok, params, meta
-
-
-def _bucket(n: int, max_len: int) -> int:
-    return min(max_len, max(16, -(-n // 16) * 16))
-
-
-def _batches(ids: list[list[int]], order: np.ndarray, batch_size: int, max_len: int):
-    """Fixed batch size (the last one padded with empty rows), length padded to a multiple of 16."""
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        T = _bucket(max(len(ids[j]) for j in idx), max_len)
-        x = np.zeros((batch_size, T), np.int32)
-        for r, j in enumerate(idx):
-            x[r, :len(ids[j])] = ids[j]
-        yield idx, x
-
-
-def predict_logits(apply_fn, params, ids, batch_size, max_len, num_out):
-    out = np.zeros((len(ids), num_out), np.float32)
-    order = np.argsort([len(x) for x in ids], kind="stable")   # similar lengths together
-    for idx, x in _batches(ids, order, batch_size, max_len):
-        out[idx] = np.asarray(apply_fn(params, x))[:len(idx)]
-    return out
-
-
-def random_windows(ids: list[list[int]], L: int, stride: int, rng) -> list[list[int]]:
-    """One window of each input longer than L, drawn at random: over the epochs training sees
-    every part of a long text, in the windows the device will run."""
-    from tinylm.graph import windows
-    out = []
-    for x in ids:
-        ws = windows.windows(x, L, stride)
-        out.append(ws[int(rng.integers(len(ws)))] if len(ws) > 1 else x)
-    return out
-
-
-def predict_windowed(apply_fn, params, ids, L: int, stride: int | None, num_out: int) -> np.ndarray:
-    """Float logits [N, C], summed over the windows of each input (stride None: no windows)."""
-    if not stride:
-        return predict_logits(apply_fn, params, ids, 64, L, num_out)
-    from tinylm.graph import windows
-    parts = [windows.windows(x, L, stride) for x in ids]
-    flat = predict_logits(apply_fn, params, [w for p in parts for w in p], 64, L, num_out)
-    ends = np.cumsum([len(p) for p in parts])
-    return np.stack([flat[e - len(p):e].sum(0) for p, e in zip(parts, ends)])
 
 
 def score(task, logits, gold) -> float:
@@ -151,7 +111,9 @@ def _start(pre, out: Path, cfg: FinetuneConfig, resume: bool, model, tokenizer, 
         if not (out / "ckpt.msgpack").is_file() or not meta_path.is_file():
             raise FinetuneError(f"{out}: nothing to resume (no ckpt.msgpack / run.json)")
         old = json.loads(meta_path.read_text())
-        diff = [k for k in _RESUME_KEYS if old.get("finetune", {}).get(k) != getattr(cfg, k)]
+        # a key the writing version did not have yet had its default there
+        diff = [k for k in _RESUME_KEYS
+                if old.get("finetune", {}).get(k, getattr(FinetuneConfig, k)) != getattr(cfg, k)]
         if diff:
             raise FinetuneError(f"{out}: the checkpoint was trained with other settings ("
                                 + ", ".join(f"{k} {old['finetune'].get(k)} != {getattr(cfg, k)}" for k in diff) + ")")
@@ -250,12 +212,13 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
         weight_decay=cfg.weight_decay))
     opt_state = tx.init(params)
     # the training state; history and the current epoch's losses travel as JSON text
-    st = dict(params=params, opt_state=opt_state, best_params=params, step=0, epoch=0, pos=0,
+    st = dict(params=params, opt_state=opt_state, best_params=params, ema=params, step=0, epoch=0, pos=0,
               best=-np.inf, best_epoch=0, bad_epochs=0, wall_s=0.0, history="[]", losses="[]",
               task=task.name)
     if resume:
         path = out / "ckpt.msgpack"
         raw = serialization.msgpack_restore(path.read_bytes())
+        raw.setdefault("ema", raw.get("params"))     # a checkpoint from before --ema
         check_same_shapes(params, raw["params"], str(path))
         st = serialization.from_state_dict(st, raw)
         if str(raw.get("task")) != task.name:
@@ -270,7 +233,7 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
                     max_len=cfg.max_len, metric=task.metric, n_train=len(train), n_val=len(val),
                     pretrained_from=source.get("source"), pretrain_tokens=source.get("tokens"),
                     teacher=str(teacher) if teacher is not None else None)
-    params, opt_state, best_params = st["params"], st["opt_state"], st["best_params"]
+    params, opt_state, best_params, ema = st["params"], st["opt_state"], st["best_params"], st["ema"]
     step, epoch, pos = int(st["step"]), int(st["epoch"]), int(st["pos"])
     best, best_epoch, bad = float(st["best"]), int(st["best_epoch"]), int(st["bad_epochs"])
     history, losses = json.loads(str(st["history"])), json.loads(str(st["losses"]))
@@ -288,10 +251,14 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
         return (per * w).sum() / jnp.maximum(w.sum(), 1.0)
 
     @jax.jit
-    def train_step(p, s, x, y, w, t, k):
+    def train_step(p, s, e, x, y, w, t, k, n):
         loss, g = jax.value_and_grad(loss_fn)(p, x, y, w, t, k)
         u, s = tx.update(g, s, p)
-        return optax.apply_updates(p, u), s, loss
+        p = optax.apply_updates(p, u)
+        if cfg.ema:
+            d = jnp.minimum(cfg.ema, (1.0 + n) / (10.0 + n))
+            e = jax.tree_util.tree_map(lambda a, b: d * a + (1.0 - d) * b, e, p)
+        return p, s, (e if cfg.ema else p), loss
 
     apply_fn = jax.jit(lambda p, x: net.apply({"params": p}, x, deterministic=True))
     steps_per_epoch = -(-len(tr_ids) // cfg.batch_size)
@@ -318,7 +285,7 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
                     stopped_early=reason == "max_minutes")
 
     def checkpoint():
-        state = dict(params=params, opt_state=opt_state, best_params=best_params, step=step,
+        state = dict(params=params, opt_state=opt_state, best_params=best_params, ema=ema, step=step,
                      epoch=epoch, pos=pos, best=best, best_epoch=best_epoch, bad_epochs=bad,
                      wall_s=wall_before + time.time() - t0, history=json.dumps(history),
                      losses=json.dumps(losses), task=task.name)
@@ -344,8 +311,8 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
                 w[:len(idx)] = 1.0
                 t = np.zeros((cfg.batch_size, targets.shape[1]), np.float32)
                 t[:len(idx)] = targets[idx]
-                params, opt_state, loss = train_step(params, opt_state, x, y, w, t,
-                                                     jax.random.fold_in(key, step))
+                params, opt_state, ema, loss = train_step(params, opt_state, ema, x, y, w, t,
+                                                          jax.random.fold_in(key, step), np.float32(step))
                 step, pos = step + 1, pos + 1
                 ep_tok += int((x != 0).sum())
                 if step % cfg.log_every == 0:
@@ -362,13 +329,13 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
                 if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
                     cut = True
                     break
-            s = score(task, predict_windowed(apply_fn, params, va_ids, cfg.max_len, cfg.window_stride, n_out), va_y)
+            s = score(task, predict_windowed(apply_fn, ema, va_ids, cfg.max_len, cfg.window_stride, n_out), va_y)
             epoch, pos = epoch + 1, 0
             history.append(dict(epoch=epoch, train_loss=float(np.mean(losses)) if losses else None,
                                 val=s, elapsed_s=round(wall_before + time.time() - t0, 1)))
             losses = []
             if s > best:
-                best, best_params, best_epoch, bad = s, jax.device_get(params), epoch, 0
+                best, best_params, best_epoch, bad = s, jax.device_get(ema), epoch, 0
                 _atomic_write(out / "params.msgpack", serialization.to_bytes(best_params))
             else:
                 bad += 1
