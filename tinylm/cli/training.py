@@ -137,6 +137,8 @@ def finetune_cmd(
                                 "inputs (docs/binary.md); usually with --init-from and --teacher."),
     binary_embedding: bool = typer.Option(False, help="Also binarize the token embedding (r bits a "
                                           "token, W_te binary): 1/4 of the int8 table's flash."),
+    low_rank: bool = typer.Option(False, help="With --binary on the bert config: BiPFT-B's rank-1 "
+                                  "estimators of the binarization residual (tinylm/models/bert.py)."),
     teacher: Optional[Path] = typer.Option(None, help="Float run of the same architecture to distil "
                                            "from (soft logits and hidden states), or `tfidf`: the "
                                            "bag-of-words baseline's out-of-fold probabilities on the "
@@ -211,7 +213,8 @@ def finetune_cmd(
                            on_log=on_log, resume=resume, model=_with_init(model, init),
                            tokenizer=tokenizer, init_from=init_from,
                            overrides=({"binary": True} if binary else {})
-                           | ({"binary_embedding": True} if binary_embedding else {}) or None, teacher=teacher)
+                           | ({"binary_embedding": True} if binary_embedding else {})
+                           | ({"low_rank": True} if low_rank else {}) or None, teacher=teacher)
     except (FinetuneError, DistillError, CheckpointMismatch, RunError, DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     except KeyboardInterrupt:

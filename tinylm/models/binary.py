@@ -62,7 +62,7 @@ class BinaryDense(nn.Module):
             alpha = self.param("alpha", nn.initializers.ones, ())
             beta = self.param("beta", nn.initializers.zeros, (k,))
             # the input's mean |.|: what init_alphas sets alpha to (the L1-best scalar for sign(x))
-            self.sow("intermediates", "abs_mean", jnp.mean(jnp.abs(x + beta)))
+            self.sow("intermediates", "alpha_init", jnp.mean(jnp.abs(x + beta)))
             x = binary_activation(x, jnp.abs(alpha) + 1e-6, beta)
         y = x @ wb
         if self.use_bias:
@@ -70,15 +70,46 @@ class BinaryDense(nn.Module):
         return y
 
 
+class BinaryAct(nn.Module):
+    """alpha * sign(x): a projection's output binarized as a whole (BiPFT's Q, K, V), alpha a
+    learnable scalar set from data by init_alphas."""
+
+    @nn.compact
+    def __call__(self, x):
+        alpha = self.param("alpha", nn.initializers.ones, ())
+        self.sow("intermediates", "alpha_init", jnp.mean(jnp.abs(x)))
+        return binary_activation(x, jnp.abs(alpha) + 1e-6, 0.0)
+
+
+def elastic_binary_prob(p, alpha):
+    """alpha * clip(round(p / alpha), 0, 1): attention probabilities in {0, alpha} (BiT, BiPFT).
+    Gradient: p passes where 0 <= p / alpha <= 1; alpha gets round(c) - c there and 1 above (LSQ)."""
+    c = jnp.clip(p / alpha, 0.0, 1.0)
+    return alpha * (c + jax.lax.stop_gradient(jnp.round(c) - c))
+
+
+class BinaryProb(nn.Module):
+    """Elastic binarization of softmax probabilities; alpha_p starts at 4 mean(P) over the real
+    entries (`valid`), the authors' init, through init_alphas."""
+
+    @nn.compact
+    def __call__(self, p, valid):
+        alpha = self.param("alpha", nn.initializers.constant(0.25), ())
+        self.sow("intermediates", "alpha_init",
+                 4.0 * jnp.sum(p * valid) / jnp.maximum(jnp.sum(valid), 1.0))
+        return elastic_binary_prob(p, jnp.abs(alpha) + 1e-6)
+
+
 def init_alphas(apply_fn, params, x):
-    """params with every BinaryDense's alpha set to the mean |input| its layer sees on batch x
-    (BiPFT initialises alpha from data). apply_fn(params, x, mutable) -> (out, state)."""
+    """params with every binary module's alpha set from batch x (BiPFT initialises alpha from
+    data): the mean |input| of a BinaryDense or BinaryAct, 4 mean(P) of a BinaryProb.
+    apply_fn(params, x, mutable) -> (out, state)."""
     from flax.traverse_util import flatten_dict, unflatten_dict
     _, state = apply_fn(params, x)
     means = flatten_dict(state["intermediates"])
     flat = flatten_dict(params)
     for path, v in means.items():
-        key = path[:-1] + ("alpha",)           # ('...', 'wq', 'abs_mean') -> ('...', 'wq', 'alpha')
+        key = path[:-1] + ("alpha",)           # ('...', 'wq', 'alpha_init') -> ('...', 'wq', 'alpha')
         if key in flat:
             flat[key] = jnp.asarray(jnp.mean(jnp.stack([jnp.asarray(t) for t in v])), flat[key].dtype)
     return unflatten_dict(flat)

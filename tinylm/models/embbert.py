@@ -210,50 +210,12 @@ class EmbBERT(nn.Module):
         return x
 
 
-class BertLayer(nn.Module):
-    d: int
-    heads: int
-    ffn: int
-    dropout: float = 0.0
-
-    @nn.compact
-    def __call__(self, x, mask, deterministic=True):
-        att = nn.MultiHeadDotProductAttention(num_heads=self.heads, dropout_rate=self.dropout,
-                                              deterministic=deterministic, name="attn")(
-            x, x, mask=nn.make_attention_mask(mask, mask))
-        x = nn.LayerNorm(name="ln1")(x + nn.Dropout(self.dropout)(att, deterministic=deterministic))
-        f = nn.Dense(self.d * self.ffn, name="ff1")(x)
-        f = nn.Dense(self.d, name="ff2")(nn.gelu(f))
-        return nn.LayerNorm(name="ln2")(x + nn.Dropout(self.dropout)(f, deterministic=deterministic))
-
-
-class Bert(nn.Module):
-    """The paper's BERT baseline (post-norm, learned absolute positions, segments)."""
-    config: dict
-
-    @nn.compact
-    def __call__(self, ids, deterministic=True):
-        c = self.config
-        ids = ids.astype(jnp.int32)
-        T = ids.shape[1]
-        mask = ids != PAD
-        init = nn.initializers.normal(0.02)
-        x = nn.Embed(c["vocab_size"], c["d"], embedding_init=init, name="tok")(ids)
-        x = x + self.param("pos", init, (c["max_len"], c["d"]))[:T][None]
-        x = x + nn.Embed(3, c["d"], embedding_init=init, name="seg")(segments_from_ids(ids))
-        x = nn.LayerNorm(name="ln_emb")(x)
-        x = nn.Dropout(c.get("dropout", 0.0))(x, deterministic=deterministic)
-        for i in range(c["layers"]):
-            x = BertLayer(c["d"], c["heads"], c["ffn"], c.get("dropout", 0.0), name=f"layer_{i}")(
-                x, mask, deterministic)
-        return x
-
-
 def backbone_from_config(config: dict) -> nn.Module:
     kind = config.get("type", "embbert")
     if kind == "embbert":
         return EmbBERT(config, name="backbone")
     if kind == "bert":
+        from tinylm.models.bert import Bert
         return Bert(config, name="backbone")
     raise ValueError(f"unknown model type {kind!r}; known: embbert, bert")
 

@@ -8,7 +8,7 @@ The teacher is a float run, or "tfidf": the bag-of-words baseline (tinylm/train/
 whose out-of-fold log-probabilities on the training split are fixed soft targets (soft logits
 only: it has no hidden states).
 
-Hidden states are the outputs of every EmbBERT layer, captured with flax's capture_intermediates
+Hidden states are the outputs of every EmbBERT (or bert) layer, captured with flax's capture_intermediates
 (so the model code needs no hooks); they need a teacher of the same depth and width.
 """
 from __future__ import annotations
@@ -21,9 +21,10 @@ class DistillError(ValueError):
 
 
 def layer_outputs(mdl, method_name) -> bool:
-    """capture_intermediates filter: the output of every EmbBERT layer (the hidden states)."""
+    """capture_intermediates filter: the output of every layer (the hidden states)."""
+    from tinylm.models.bert import BertLayer
     from tinylm.models.embbert import EmbBERTLayer
-    return method_name == "__call__" and isinstance(mdl, EmbBERTLayer)
+    return method_name == "__call__" and isinstance(mdl, (EmbBERTLayer, BertLayer))
 
 
 def _hidden(inter) -> list:

@@ -169,6 +169,9 @@ def finetune(pre: str | Path | None, task_name: str, out: str | Path,
     task = get_task(task_name)
     out = Path(out)
     config, tok, start, source = _start(pre, out, cfg, resume, model, tokenizer, init_from, overrides)
+    if config.get("low_rank") and not (config.get("binary") and config.get("type") == "bert"):
+        raise FinetuneError("low_rank (BiPFT-B's residual estimators) is for binary bert models: "
+                            "EmbBERT's binary layers have no binary Q and K")
     if cfg.max_len > config["max_len"]:
         raise FinetuneError(f"max_len {cfg.max_len} exceeds the model's max_len {config['max_len']}")
     train = train_examples if train_examples is not None else load_split(task, "train", data_dir)
