@@ -1,6 +1,6 @@
 """The binary bert config (BiPFT's own backbone, tinylm/models/bert.py): elastic binary attention
-probabilities, binary Q/K/V, BiPFT-B's rank-1 residual estimators, and distilled finetuning of a
-binary bert from its float run."""
+probabilities, binary Q/K/V, BiPFT-B's rank-1 residual estimators, distilled finetuning of a
+binary bert from its float run; and EmbBERT's binary attention ablation."""
 from __future__ import annotations
 
 import json
@@ -74,3 +74,18 @@ def test_low_rank_is_refused_for_embbert(tmp_path):
                                  "--out", str(tmp_path / "x"), "--epochs", "1"])
     assert r.exit_code != 0 and "low_rank" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_embbert_binary_attention_ignores_padding_and_is_not_lowered():
+    from tinylm.quant import embbert as QE
+    cfg = dict(type="embbert", vocab_size=8192, max_len=16, d=16, r=4, layers=1, kernel=4, dropout=0.0,
+               init="delta", binary=True, binary_attention=True)
+    m = E.classifier_from_config(cfg, 2)
+    ids = np.array([[2, 7, 8, 4, 9, 4, 11, 12], [2, 11, 4, 0, 0, 0, 0, 0]], np.int32)
+    p = m.init(jax.random.PRNGKey(0), ids)["params"]
+    p = B.init_alphas(lambda p, x: m.apply({"params": p}, x, mutable=["intermediates"]), p, ids)
+    assert "prob_sign" in p["backbone"]["layer_0"]
+    out = m.apply({"params": p}, ids)
+    np.testing.assert_allclose(m.apply({"params": p}, ids[1:, :3]), out[1:], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="binary attention probabilities"):
+        QE.quantize_params(p, cfg, ["a", "b"], [[2, 7, 4]], name="x", task=None, tokenizer_json="{}")

@@ -139,6 +139,9 @@ def finetune_cmd(
                                           "token, W_te binary): 1/4 of the int8 table's flash."),
     low_rank: bool = typer.Option(False, help="With --binary on the bert config: BiPFT-B's rank-1 "
                                   "estimators of the binarization residual (tinylm/models/bert.py)."),
+    binary_attention: bool = typer.Option(False, help="EmbBERT with attention probabilities in {0, "
+                                          "alpha_p} (elastic binarization; an ablation, not lowered "
+                                          "to the integer graph). The binary bert config always has it."),
     teacher: Optional[Path] = typer.Option(None, help="Float run of the same architecture to distil "
                                            "from (soft logits and hidden states), or `tfidf`: the "
                                            "bag-of-words baseline's out-of-fold probabilities on the "
@@ -214,7 +217,8 @@ def finetune_cmd(
                            tokenizer=tokenizer, init_from=init_from,
                            overrides=({"binary": True} if binary else {})
                            | ({"binary_embedding": True} if binary_embedding else {})
-                           | ({"low_rank": True} if low_rank else {}) or None, teacher=teacher)
+                           | ({"low_rank": True} if low_rank else {})
+                           | ({"binary_attention": True} if binary_attention else {}) or None, teacher=teacher)
     except (FinetuneError, DistillError, CheckpointMismatch, RunError, DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     except KeyboardInterrupt:

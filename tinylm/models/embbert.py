@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from tinylm.models.binary import BinaryDense, sign_ste
+from tinylm.models.binary import BinaryDense, BinaryProb, sign_ste
 from tinylm.tokenizer import PAD, SEP
 
 # `init` (EmbBERT only): "delta" (new runs) or absent / "flax" (the committed artefacts). It only
@@ -155,6 +155,9 @@ class EmbBERTLayer(nn.Module):
     init: str = "flax"
     conv_impl: str = "toeplitz"
     binary: bool = False          # BiPFT-style 1-bit Wq, Wo, Wc and their inputs (models/binary.py)
+    # attention probabilities in {0, alpha_p} (BiPFT's elastic binarization; a training-time
+    # ablation: the integer graph does not lower it, docs/binary.md)
+    binary_attention: bool = False
 
     @nn.compact
     def __call__(self, x, mask, deterministic=True):
@@ -173,6 +176,8 @@ class EmbBERTLayer(nn.Module):
         s = jnp.where(mask[:, None, :], s, -1e30)
         a = jax.nn.softmax(s, axis=-1)
         a = jnp.where(mask[:, :, None], a, 0.0)                        # padded query rows give 0
+        if self.binary_attention:
+            a = BinaryProb(name="prob_sign")(a, (mask[:, :, None] & mask[:, None, :]).astype(a.dtype))
         # delta init: Wo x 0.1 so the attention average (the same vector at every position at
         # init) does not swamp the position-preserving conv path
         o1 = dense(d, name="wo", kernel_init=_scaled_lecun(0.1) if delta else
@@ -206,6 +211,7 @@ class EmbBERT(nn.Module):
         for i in range(c["layers"]):
             x = EmbBERTLayer(c["d"], c["kernel"], c.get("dropout", 0.0), c.get("residual", False),
                              init, c.get("conv_impl", "toeplitz"), bool(c.get("binary", False)),
+                             bool(c.get("binary_attention", False)),
                              name=f"layer_{i}")(x, mask, deterministic)
         return x
 

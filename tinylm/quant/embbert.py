@@ -152,6 +152,9 @@ def quantize_params(params, config: dict, label_names: list[str], calib_seqs, *,
     `scales` ({tap: activation scale}) replaces calibration (QAT lowers with its fixed scales)."""
     if config.get("type", "embbert") != "embbert":
         raise ValueError(f"EmbBERT-Q quantizes type 'embbert' models, not {config.get('type')!r}")
+    if config.get("binary_attention"):
+        raise ValueError("binary attention probabilities are a training ablation: the integer graph "
+                         "does not lower them (docs/binary.md)")
     p = _np(params)
     L = int(max_len or config["max_len"])
     d, layers = config["d"], config["layers"]
