@@ -58,3 +58,13 @@ def test_regression_task_is_refused(tmp_path):
     with pytest.raises(DistillError, match="regression"):
         finetune(None, "stsb", tmp_path / "r", FinetuneConfig(epochs=1, max_len=16), model=TINY,
                  train_examples=ex, val_examples=ex, teacher="tfidf")
+
+
+def test_without_sklearn_the_teacher_names_the_extra(monkeypatch, tmp_path):
+    import sys
+    from tinynlp_data import get_task
+    from tinylm.train.distill import DistillError, bag_of_words_targets
+    monkeypatch.setitem(sys.modules, "sklearn", None)          # as if scikit-learn were not installed
+    with pytest.raises(DistillError, match=r"^--teacher tfidf: sklearn is not installed: pip install 'tinylm\[baseline\]'$"):
+        bag_of_words_targets(get_task("limit"), toy_examples(40, 0), tmp_path / "t.npy")
+    assert not (tmp_path / "t.npy").exists()                   # nothing half-written
