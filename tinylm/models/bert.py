@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from tinylm.models.binary import BinaryAct, BinaryDense, BinaryProb
-
-PAD = 0
+from tinylm.models.segments import segments_from_ids
+from tinylm.tokenizer import PAD
 
 
 class BertLayer(nn.Module):
@@ -74,7 +74,6 @@ class Bert(nn.Module):
 
     @nn.compact
     def __call__(self, ids, deterministic=True):
-        from tinylm.models.embbert import segments_from_ids
         c = self.config
         ids = ids.astype(jnp.int32)
         T = ids.shape[1]

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from tinylm.models.binary import BinaryDense, BinaryProb, sign_ste
-from tinylm.tokenizer import PAD, SEP
+from tinylm.models.segments import segments_from_ids  # noqa: F401  (re-exported)
+from tinylm.tokenizer import PAD
 
 # `init` (EmbBERT only): "delta" (new runs) or absent / "flax" (the committed artefacts). It only
 # changes the initial values, never the parameter tree, so any checkpoint loads under either.
@@ -49,14 +50,6 @@ def get_config(name_or_config) -> dict:
         return copy.deepcopy(CONFIGS[name_or_config])
     except KeyError:
         raise KeyError(f"unknown model config {name_or_config!r}; known: {', '.join(CONFIGS)}") from None
-
-
-def segments_from_ids(ids: jnp.ndarray) -> jnp.ndarray:
-    """[B, T] ids -> segment ids: 0 padding, 1 up to and including the first [SEP], 2 after."""
-    is_sep = (ids == SEP).astype(jnp.int32)
-    seps_before = jnp.cumsum(is_sep, axis=-1) - is_sep
-    seg = jnp.where(seps_before > 0, 2, 1)
-    return jnp.where(ids == PAD, 0, seg)
 
 
 class RMSNorm(nn.Module):
