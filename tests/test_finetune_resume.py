@@ -158,3 +158,12 @@ def test_from_scratch_takes_the_token_table_size_from_its_tokenizer(tmp_path):
     params = serialization.msgpack_restore((out / "params.msgpack").read_bytes())
     shapes = [np.shape(v) for v in __import__("jax").tree_util.tree_leaves(params)]
     assert any(s[0] == n for s in shapes if len(s) == 2)
+
+
+def test_ema_outside_0_1_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+    from tinylm.cli import app
+    r = CliRunner().invoke(app, ["finetune", "--from-scratch", "--task", "limit", "--out", str(tmp_path / "x"),
+                                 "--ema", "1.0"])
+    assert r.exit_code != 0 and "--ema 1.0: a decay in [0, 1)" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x").exists()
